@@ -1,0 +1,24 @@
+//! attache-config: the YAML file format (`spec`), the validated immutable model (`model`), and the loader that turns
+//! text into a `Snapshot` or a `ConfigError` listing every problem with its field path, line and column.
+//!
+//! No tokio, no hyper: the proxy and the control plane validate with exactly this code.
+
+pub mod error;
+pub mod model;
+pub mod spec;
+mod validate;
+
+pub use error::{ConfigError, FieldError, Location};
+pub use model::Snapshot;
+pub use spec::ConfigSpec;
+
+/// Parses and validates a YAML document. The snapshot's `version` is 0 (the caller's source numbers it) and its
+/// `hash` is a hash of `text`.
+pub fn load_str(text: &str) -> Result<Snapshot, ConfigError> {
+    validate::load_str(text)
+}
+
+/// The JSON Schema of the configuration file, generated from the spec types.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ConfigSpec)).unwrap_or_default()
+}

@@ -1,0 +1,359 @@
+//! The validated, immutable configuration model the proxy runs on.
+//!
+//! Built only through `TryFrom<ConfigSpec>` (see `validate`): once a `Snapshot` exists, applying it cannot fail.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::spec::ConfigSpec;
+
+/// One complete, valid configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Set by the source: a monotonic counter (file) or the control plane's version.
+    pub version: u64,
+    /// Hash of the source text, so an unchanged file is recognised.
+    pub hash: u64,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub listeners: Vec<Arc<Listener>>,
+    pub services: Vec<Arc<Service>>,
+    /// By name.
+    pub backends: BTreeMap<Arc<str>, Arc<Backend>>,
+    /// The effective configuration (defaults filled in), for the admin `/config` view.
+    pub source: Arc<ConfigSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Limits {
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub max_header_count: usize,
+    pub max_head_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub max_pending_per_backend: usize,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListenerProtocol {
+    Detect,
+    Http,
+    Opaque,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub direction: Direction,
+    pub protocol: ListenerProtocol,
+    /// Where opaque TCP (and, inbound, HTTP) goes.
+    pub target: ListenerTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenerTarget {
+    /// Inbound: the local app.
+    App(SocketAddr),
+    /// Outbound: HTTP is routed by host; opaque TCP goes to this backend, if any.
+    Routed { tcp_backend: Option<Arc<str>> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub hosts: Vec<HostMatch>,
+    pub routes: Vec<Arc<Route>>,
+}
+
+/// Lower-cased. A host without a port matches any port; with a port, only that port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub service: Arc<str>,
+    pub name: Arc<str>,
+    /// Empty: matches everything.
+    pub matches: Vec<RouteMatch>,
+    pub filters: Filters,
+    /// Only entries with weight > 0; never empty.
+    pub backends: Vec<WeightedBackend>,
+    pub sticky: Option<Sticky>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RouteMatch {
+    pub path: Option<PathMatch>,
+    pub method: Option<Method>,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-wise; stored without a trailing `/` (`/` itself is stored as the empty string).
+    Prefix(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: ValueMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ValueMatch {
+    Present,
+    Exact(String),
+    Regex(Pattern),
+}
+
+/// A compiled regular expression, anchored to the whole value; compared by its source text.
+#[derive(Clone)]
+pub struct Pattern {
+    pub source: String,
+    pub regex: regex::Regex,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Filters {
+    pub request_headers: HeaderFilter,
+    pub response_headers: HeaderFilter,
+    /// Replaces the matched prefix of the route's `PathMatch::Prefix`.
+    pub path_prefix_rewrite: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HeaderFilter {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightedBackend {
+    pub name: Arc<str>,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Sticky {
+    Header(HeaderName),
+    Cookie(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+    /// Same as the downstream request.
+    Auto,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub name: Arc<str>,
+    pub endpoints: Vec<EndpointAddr>,
+    pub protocol: UpstreamProtocol,
+    pub dns_refresh: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointAddr {
+    Socket(SocketAddr),
+    Dns { host: String, port: u16 },
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}/", self.source)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+impl std::hash::Hash for Pattern {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.source.hash(state);
+    }
+}
+
+impl fmt::Display for EndpointAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket(addr) => addr.fmt(f),
+            Self::Dns { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The service answering to `authority` (`host` or `host:port`), if any.
+    pub fn service_for(&self, authority: &str) -> Option<&Arc<Service>> {
+        let authority = authority.trim_end_matches('.');
+        self.services
+            .iter()
+            .find(|s| s.hosts.iter().any(|h| h.matches(authority)))
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+}
+
+impl HostMatch {
+    /// `authority` is `host` or `host:port`, any case.
+    pub fn matches(&self, authority: &str) -> bool {
+        let (host, _port) = split_authority(authority);
+        match self {
+            Self::Exact(want) if want.contains(':') && !want.starts_with('[') => {
+                want.eq_ignore_ascii_case(authority)
+            }
+            Self::Exact(want) => {
+                want.eq_ignore_ascii_case(host) || want.eq_ignore_ascii_case(authority)
+            }
+            Self::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+impl Service {
+    /// The first route whose matches fit the request.
+    pub fn route_for(&self, req: &http::request::Parts) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.matches_request(req))
+    }
+}
+
+impl Route {
+    pub fn matches_request(&self, req: &http::request::Parts) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
+    }
+
+    /// The first `PathMatch::Prefix` that matches `path`, for the prefix rewrite.
+    pub fn matched_prefix(&self, req: &http::request::Parts) -> Option<&str> {
+        self.matches
+            .iter()
+            .filter(|m| m.matches(req))
+            .find_map(|m| match &m.path {
+                Some(PathMatch::Prefix(p)) => Some(p.as_str()),
+                _ => None,
+            })
+    }
+}
+
+impl RouteMatch {
+    pub fn matches(&self, req: &http::request::Parts) -> bool {
+        if let Some(method) = &self.method {
+            if req.method != method {
+                return false;
+            }
+        }
+        if let Some(path) = &self.path {
+            if !path.matches(req.uri.path()) {
+                return false;
+            }
+        }
+        let headers_ok = self.headers.iter().all(|h| {
+            let mut values = req
+                .headers
+                .get_all(&h.name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .peekable();
+            match &h.value {
+                ValueMatch::Present => req.headers.contains_key(&h.name),
+                value => values.any(|v| value.matches(v)),
+            }
+        });
+        headers_ok && self.query.iter().all(|q| query_matches(req.uri.query(), q))
+    }
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(want) => path == want,
+            Self::Prefix(prefix) => {
+                path.starts_with(prefix.as_str())
+                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+            }
+        }
+    }
+}
+
+impl ValueMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Present => true,
+            Self::Exact(want) => value == want,
+            Self::Regex(p) => p.regex.is_match(value),
+        }
+    }
+}
+
+fn query_matches(query: Option<&str>, want: &QueryMatch) -> bool {
+    let Some(query) = query else { return false };
+    query.split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        name == want.name && want.value.matches(value)
+    })
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` into host and optional port.
+pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let port = rest[end + 1..].strip_prefix(':');
+            return (&authority[..end + 2], port);
+        }
+        return (authority, None);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (authority, None),
+    }
+}

@@ -1,0 +1,324 @@
+//! The YAML file format: raw `*Spec` types that mirror the file one to one.
+//!
+//! Every struct denies unknown fields so a typo fails loudly; every optional field has a default. Nothing here is
+//! validated: `TryFrom<ConfigSpec> for Snapshot` (in `validate`) turns these into the immutable model.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole proxy configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// The admin listener (`/live`, `/ready`, `/metrics`, `/config`).
+    #[serde(default)]
+    pub admin: AdminSpec,
+    /// Limits and default timeouts. Every field has a sane default.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    /// The ports the sidecar listens on.
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    /// Logical services the app calls through the outbound listener, matched by Host/authority.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// Named groups of endpoints that routes and listeners send traffic to.
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+}
+
+/// The admin listener. Loopback by default: it is never public unless configured so.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// `IP:port`; port 0 picks a free port.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+/// Limits and defaults. Durations are strings such as `250ms`, `3s`, `1m`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSpec {
+    /// How long to wait for a client's first bytes before treating the connection as opaque TCP.
+    pub detect_timeout: String,
+    /// Upstream TCP connect timeout.
+    pub connect_timeout: String,
+    /// Default whole-request deadline for routes without their own `timeout`.
+    pub request_timeout: String,
+    /// A downstream connection, or a TCP stream, with no traffic for this long is closed.
+    pub idle_timeout: String,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub drain_timeout: String,
+    /// Maximum number of request header fields (HTTP/1); more gets 431.
+    pub max_header_count: u32,
+    /// Maximum size of a request head in bytes (request line and headers); more gets 431.
+    pub max_head_bytes: u32,
+    /// Requests in flight per listener before new ones are shed with 503.
+    pub max_concurrent_requests: u32,
+    /// Requests waiting for an endpoint, per backend, before new ones are shed with 503.
+    pub max_pending_per_backend: u32,
+    /// Idle pooled upstream connections are closed after this long.
+    pub pool_idle_timeout: String,
+    /// Idle pooled upstream connections kept per endpoint.
+    pub pool_max_idle_per_endpoint: u32,
+}
+
+/// Which way a listener carries traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionSpec {
+    /// The app calls out through it (ambassador port or `HTTP_PROXY`).
+    Outbound,
+    /// The world calls the app through it.
+    Inbound,
+}
+
+/// How a listener decides what a connection carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocolSpec {
+    /// Sniff HTTP/2 preface or an HTTP/1 request line; anything else is opaque TCP.
+    #[default]
+    Detect,
+    /// HTTP only (HTTP/1.1 or h2c); no opaque fallback.
+    Http,
+    /// Opaque TCP without sniffing, for server-speaks-first protocols (MySQL, SMTP, ...).
+    Opaque,
+}
+
+/// One listening port.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// `IP:port` to bind; port 0 picks a free port.
+    pub address: String,
+    /// `outbound` or `inbound`.
+    pub direction: DirectionSpec,
+    /// `detect` (default), `http` or `opaque`.
+    #[serde(default)]
+    pub protocol: ListenerProtocolSpec,
+    /// Inbound only: the local app's `IP:port` that traffic is forwarded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Outbound only: the backend that non-HTTP (opaque TCP) connections are forwarded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_backend: Option<String>,
+}
+
+/// A logical service, addressed by host name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Host names (optionally `host:port`, or `*.suffix`) this service answers to.
+    pub hosts: Vec<String>,
+    /// Ordered routes; the first whose match fits the request wins.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A route: which requests it takes, how it changes them, where they go.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique within the service; used in metrics and logs.
+    pub name: String,
+    /// Any one match selects the route; an empty list matches every request.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<MatchSpec>,
+    /// Request and response changes.
+    #[serde(default)]
+    pub filters: FiltersSpec,
+    /// Weighted backends; weights are relative and need not sum to 100.
+    pub backends: Vec<BackendRefSpec>,
+    /// Keep a user on one backend by hashing a header or cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// Whole-request deadline; defaults to `limits.request_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// All conditions of one match must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatchSpec>,
+    /// HTTP method, e.g. `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatchSpec>,
+    /// Query parameter conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatchSpec>,
+}
+
+/// Exactly one of `exact` or `prefix`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatchSpec {
+    /// The whole path equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The path starts with these segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// A header or query parameter condition: at most one of `exact` and `regex`; with neither, it must be present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchSpec {
+    /// Header or parameter name (header names are case-insensitive).
+    pub name: String,
+    /// The value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Request and response changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSpec {
+    /// Changes to the request headers sent upstream.
+    #[serde(default)]
+    pub request_headers: HeaderFilterSpec,
+    /// Changes to the response headers sent back.
+    #[serde(default)]
+    pub response_headers: HeaderFilterSpec,
+    /// Path rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<RewriteSpec>,
+}
+
+/// Header changes, applied in the order remove, set, add.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFilterSpec {
+    /// Replace (or create) these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderSpec>,
+    /// Append these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderSpec>,
+    /// Remove these headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// Path rewrite.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSpec {
+    /// Replace the matched path prefix with this one. Every match of the route needs a `path.prefix`.
+    pub path_prefix: String,
+}
+
+/// A route's reference to a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendRefSpec {
+    /// Name of an entry in `backends`.
+    pub name: String,
+    /// Relative weight (default 1); 0 takes no traffic.
+    #[serde(default = "default_weight")]
+    pub weight: i64,
+}
+
+/// Exactly one of `header` or `cookie`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StickySpec {
+    /// Hash this request header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Hash this cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// Upstream protocol of a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocolSpec {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+    /// The version the client used.
+    #[default]
+    Auto,
+}
+
+/// A named group of endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Unique name, referenced by routes and listeners.
+    pub name: String,
+    /// `IP:port` or `dns-name:port` entries; DNS names are re-resolved every `dns_refresh`.
+    pub endpoints: Vec<String>,
+    /// `http1`, `http2` or `auto` (default: the client's version).
+    #[serde(default)]
+    pub protocol: UpstreamProtocolSpec,
+    /// How often DNS endpoints are re-resolved (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh: Option<String>,
+    /// Connect timeout for this backend; defaults to `limits.connect_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".to_owned()
+}
+
+fn default_weight() -> i64 {
+    1
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+        }
+    }
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self {
+            detect_timeout: "1s".to_owned(),
+            connect_timeout: "1s".to_owned(),
+            request_timeout: "15s".to_owned(),
+            idle_timeout: "60s".to_owned(),
+            drain_timeout: "10s".to_owned(),
+            max_header_count: 100,
+            max_head_bytes: 64 * 1024,
+            max_concurrent_requests: 10_000,
+            max_pending_per_backend: 1_000,
+            pool_idle_timeout: "90s".to_owned(),
+            pool_max_idle_per_endpoint: 64,
+        }
+    }
+}
