@@ -26,22 +26,14 @@ pub struct ConfigError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-            location: None,
-        }
+        Self { path: path.into(), message: message.into(), location: None }
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.location, self.path.is_empty()) {
-            (Some(l), false) => write!(
-                f,
-                "{} (line {}, column {}): {}",
-                self.path, l.line, l.column, self.message
-            ),
+            (Some(l), false) => write!(f, "{} (line {}, column {}): {}", self.path, l.line, l.column, self.message),
             (Some(l), true) => write!(f, "line {}, column {}: {}", l.line, l.column, self.message),
             (None, false) => write!(f, "{}: {}", self.path, self.message),
             (None, true) => f.write_str(&self.message),
@@ -52,11 +44,7 @@ impl fmt::Display for FieldError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "invalid configuration ({n} error{})",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "invalid configuration ({n} error{})", if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {e}")?;
         }

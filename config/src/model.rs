@@ -232,9 +232,7 @@ impl Snapshot {
     /// The service answering to `authority` (`host` or `host:port`), if any.
     pub fn service_for(&self, authority: &str) -> Option<&Arc<Service>> {
         let authority = authority.trim_end_matches('.');
-        self.services
-            .iter()
-            .find(|s| s.hosts.iter().any(|h| h.matches(authority)))
+        self.services.iter().find(|s| s.hosts.iter().any(|h| h.matches(authority)))
     }
 
     pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
@@ -247,15 +245,10 @@ impl HostMatch {
     pub fn matches(&self, authority: &str) -> bool {
         let (host, _port) = split_authority(authority);
         match self {
-            Self::Exact(want) if want.contains(':') && !want.starts_with('[') => {
-                want.eq_ignore_ascii_case(authority)
-            }
-            Self::Exact(want) => {
-                want.eq_ignore_ascii_case(host) || want.eq_ignore_ascii_case(authority)
-            }
+            Self::Exact(want) if want.contains(':') && !want.starts_with('[') => want.eq_ignore_ascii_case(authority),
+            Self::Exact(want) => want.eq_ignore_ascii_case(host) || want.eq_ignore_ascii_case(authority),
             Self::Suffix(suffix) => {
-                host.len() > suffix.len()
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                host.len() > suffix.len() && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
             }
         }
     }
@@ -275,13 +268,10 @@ impl Route {
 
     /// The first `PathMatch::Prefix` that matches `path`, for the prefix rewrite.
     pub fn matched_prefix(&self, req: &http::request::Parts) -> Option<&str> {
-        self.matches
-            .iter()
-            .filter(|m| m.matches(req))
-            .find_map(|m| match &m.path {
-                Some(PathMatch::Prefix(p)) => Some(p.as_str()),
-                _ => None,
-            })
+        self.matches.iter().filter(|m| m.matches(req)).find_map(|m| match &m.path {
+            Some(PathMatch::Prefix(p)) => Some(p.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -298,12 +288,7 @@ impl RouteMatch {
             }
         }
         let headers_ok = self.headers.iter().all(|h| {
-            let mut values = req
-                .headers
-                .get_all(&h.name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .peekable();
+            let mut values = req.headers.get_all(&h.name).iter().filter_map(|v| v.to_str().ok()).peekable();
             match &h.value {
                 ValueMatch::Present => req.headers.contains_key(&h.name),
                 value => values.any(|v| value.matches(v)),
@@ -318,8 +303,7 @@ impl PathMatch {
         match self {
             Self::Exact(want) => path == want,
             Self::Prefix(prefix) => {
-                path.starts_with(prefix.as_str())
-                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+                path.starts_with(prefix.as_str()) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
             }
         }
     }

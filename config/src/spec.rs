@@ -299,9 +299,7 @@ fn default_weight() -> i64 {
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        Self {
-            address: default_admin_address(),
-        }
+        Self { address: default_admin_address() }
     }
 }
 

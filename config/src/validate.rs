@@ -5,9 +5,8 @@ use crate::model::Snapshot;
 use crate::spec::ConfigSpec;
 
 pub(crate) fn load_str(text: &str) -> Result<Snapshot, ConfigError> {
-    let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|e| ConfigError {
-        errors: vec![FieldError::new("", e.to_string())],
-    })?;
+    let spec: ConfigSpec =
+        serde_yaml::from_str(text).map_err(|e| ConfigError { errors: vec![FieldError::new("", e.to_string())] })?;
     Snapshot::try_from(spec)
 }
 
@@ -15,8 +14,6 @@ impl TryFrom<ConfigSpec> for Snapshot {
     type Error = ConfigError;
 
     fn try_from(_spec: ConfigSpec) -> Result<Self, Self::Error> {
-        Err(ConfigError {
-            errors: vec![FieldError::new("", "not implemented")],
-        })
+        Err(ConfigError { errors: vec![FieldError::new("", "not implemented")] })
     }
 }
