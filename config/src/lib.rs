@@ -3,7 +3,9 @@
 //!
 //! No tokio, no hyper: the proxy and the control plane validate with exactly this code.
 
+mod duration;
 pub mod error;
+mod locate;
 pub mod model;
 pub mod spec;
 mod validate;

@@ -153,7 +153,8 @@ pub struct Pattern {
 pub struct Filters {
     pub request_headers: HeaderFilter,
     pub response_headers: HeaderFilter,
-    /// Replaces the matched prefix of the route's `PathMatch::Prefix`.
+    /// Replaces the matched prefix of the route's `PathMatch::Prefix`. Stored like that prefix, without a trailing
+    /// `/` (`/` itself as the empty string); `Route::rewritten_path` applies it.
     pub path_prefix_rewrite: Option<String>,
 }
 
@@ -273,6 +274,22 @@ impl Route {
             _ => None,
         })
     }
+
+    /// The request's path and query with the matched prefix replaced by `filters.path_prefix_rewrite`; `None`
+    /// when the route has no rewrite or no prefix matched.
+    pub fn rewritten_path(&self, req: &http::request::Parts) -> Option<String> {
+        let rewrite = self.filters.path_prefix_rewrite.as_deref()?;
+        let rest = req.uri.path().get(self.matched_prefix(req)?.len()..)?;
+        let mut path = format!("{rewrite}{rest}");
+        if path.is_empty() {
+            path.push('/');
+        }
+        if let Some(query) = req.uri.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        Some(path)
+    }
 }
 
 impl RouteMatch {
@@ -341,3 +358,6 @@ pub fn split_authority(authority: &str) -> (&str, Option<&str>) {
         _ => (authority, None),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Endpoint discovery for one backend: static addresses at once, DNS names re-resolved every `dns_refresh` (the
+//! last good answer is kept when a lookup fails). Changes are diffed so unchanged endpoints keep their load state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache_config::model::{Backend, EndpointAddr};
+use tokio::sync::{mpsc, watch};
+use tower::discover::Change;
+use tower::load::{CompleteOnResponse, PeakEwma};
+
+use super::endpoint::{Endpoint, PoolSettings};
+use crate::metrics::{BackendLabels, BackendResultLabels, DiscoveryMetrics, Name};
+
+pub(super) type Balanced = PeakEwma<Endpoint, CompleteOnResponse>;
+pub(super) type Update = Result<Change<SocketAddr, Balanced>, Infallible>;
+
+/// Peak-EWMA starts every endpoint at this round-trip estimate and decays over this window.
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+const DECAY: Duration = Duration::from_secs(10);
+const DNS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The discovery state of one backend, owned by its task.
+pub(super) struct Discovery {
+    pub config: watch::Receiver<Arc<Backend>>,
+    pub updates: mpsc::Sender<Update>,
+    pub addrs: watch::Sender<Arc<[SocketAddr]>>,
+    pub pool: PoolSettings,
+    pub metrics: DiscoveryMetrics,
+    /// Last good answer per DNS entry.
+    resolved: BTreeMap<(String, u16), Vec<SocketAddr>>,
+    /// What the balancer currently holds, and the settings its clients were built with.
+    current: BTreeSet<SocketAddr>,
+    built_for: Option<(attache_config::model::UpstreamProtocol, Duration)>,
+}
+
+impl Discovery {
+    pub fn new(
+        config: watch::Receiver<Arc<Backend>>,
+        updates: mpsc::Sender<Update>,
+        addrs: watch::Sender<Arc<[SocketAddr]>>,
+        pool: PoolSettings,
+        metrics: DiscoveryMetrics,
+    ) -> Self {
+        Self {
+            config,
+            updates,
+            addrs,
+            pool,
+            metrics,
+            resolved: BTreeMap::new(),
+            current: BTreeSet::new(),
+            built_for: None,
+        }
+    }
+
+    /// Follows config changes and the DNS refresh interval until the backend is
+    /// removed from the configuration.
+    pub async fn run(mut self) {
+        loop {
+            let backend = self.config.borrow_and_update().clone();
+            let has_dns = backend.endpoints.iter().any(|e| matches!(e, EndpointAddr::Dns { .. }));
+            let refresh = async {
+                if has_dns {
+                    tokio::time::sleep(backend.dns_refresh).await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                changed = self.config.changed() => if changed.is_err() { return },
+                () = refresh => {}
+            }
+            let backend = self.config.borrow_and_update().clone();
+            if self.sync(&backend).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Brings the balancer's endpoint set in line with `backend`. Errs when the balancer is gone.
+    pub async fn sync(&mut self, backend: &Backend) -> Result<(), ()> {
+        let desired = self.desired(backend).await;
+        let settings = (backend.protocol, backend.connect_timeout);
+        if self.built_for.is_some_and(|b| b != settings) {
+            // Clients are built for a protocol and connect timeout: rebuild them all.
+            for addr in std::mem::take(&mut self.current) {
+                self.updates.send(Ok(Change::Remove(addr))).await.map_err(drop)?;
+            }
+        }
+        self.built_for = Some(settings);
+        for addr in self.current.difference(&desired).copied().collect::<Vec<_>>() {
+            self.updates.send(Ok(Change::Remove(addr))).await.map_err(drop)?;
+        }
+        for addr in desired.difference(&self.current).copied().collect::<Vec<_>>() {
+            let endpoint = Endpoint::new(addr, backend.protocol, backend.connect_timeout, self.pool);
+            let balanced = PeakEwma::new(endpoint, DEFAULT_RTT, DECAY.as_nanos() as f64, CompleteOnResponse::default());
+            self.updates.send(Ok(Change::Insert(addr, balanced))).await.map_err(drop)?;
+        }
+        self.current = desired;
+        let labels = BackendLabels { backend: Name(backend.name.clone()) };
+        self.metrics.endpoints.get_or_create(&labels).set(self.current.len() as i64);
+        self.addrs.send_replace(self.current.iter().copied().collect());
+        Ok(())
+    }
+
+    async fn desired(&mut self, backend: &Backend) -> BTreeSet<SocketAddr> {
+        let mut out = BTreeSet::new();
+        let mut live_names = BTreeSet::new();
+        for endpoint in &backend.endpoints {
+            match endpoint {
+                EndpointAddr::Socket(addr) => {
+                    out.insert(*addr);
+                }
+                EndpointAddr::Dns { host, port } => {
+                    let key = (host.clone(), *port);
+                    let result = resolve(host, *port).await;
+                    let label = |result| BackendResultLabels { backend: Name(backend.name.clone()), result };
+                    match result {
+                        Ok(addrs) => {
+                            self.metrics.resolutions.get_or_create(&label("ok")).inc();
+                            self.resolved.insert(key.clone(), addrs);
+                        }
+                        Err(error) => {
+                            self.metrics.resolutions.get_or_create(&label("error")).inc();
+                            tracing::warn!(backend = %backend.name, %host, %error, "DNS lookup failed; keeping the last good answer");
+                        }
+                    }
+                    out.extend(self.resolved.get(&key).into_iter().flatten().copied());
+                    live_names.insert(key);
+                }
+            }
+        }
+        self.resolved.retain(|k, _| live_names.contains(k));
+        out
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let lookup = tokio::net::lookup_host((host, port));
+    let addrs: Vec<_> = tokio::time::timeout(DNS_LOOKUP_TIMEOUT, lookup)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??
+        .collect();
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"));
+    }
+    Ok(addrs)
+}

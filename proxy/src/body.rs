@@ -1,0 +1,122 @@
+//! The one body type that flows through both pipelines: a pass-through of hyper's `Incoming` (no copy, no box) or a
+//! small synthesized body.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Errors of a body in flight.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+pin_project_lite::pin_project! {
+    /// A request or response body.
+    #[derive(Debug)]
+    pub struct Body {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind {
+        Empty,
+        Full { data: Option<Bytes> },
+        Incoming { #[pin] inner: Incoming },
+        Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
+    }
+}
+
+/// Watches a body go by: told of every data frame; dropped when the body ends or is dropped.
+pub trait BodyTap: Send + 'static {
+    fn data(&mut self, len: usize);
+}
+
+impl std::fmt::Debug for dyn BodyTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyTap")
+    }
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self { kind: Kind::Empty }
+    }
+
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        if data.is_empty() {
+            return Self::empty();
+        }
+        Self { kind: Kind::Full { data: Some(data) } }
+    }
+}
+
+impl Body {
+    /// Wraps `self` so that `tap` sees every data frame and is dropped at the end of the stream.
+    pub fn tapped(self, tap: Box<dyn BodyTap>) -> Self {
+        Self { kind: Kind::Tapped { inner: Box::pin(self), tap: Some(tap) } }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(inner: Incoming) -> Self {
+        Self { kind: Kind::Incoming { inner } }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Empty => Poll::Ready(None),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Incoming { inner } => inner.poll_frame(cx),
+            KindProj::Tapped { inner, tap } => {
+                let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let (Some(t), Some(d)) = (tap.as_mut(), f.data_ref()) {
+                            t.data(d.len());
+                        }
+                    }
+                    Some(Err(_)) | None => drop(tap.take()),
+                }
+                if inner.is_end_stream() {
+                    drop(tap.take());
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full { data } => data.is_none(),
+            Kind::Incoming { inner } => inner.is_end_stream(),
+            Kind::Tapped { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Incoming { inner } => inner.size_hint(),
+            Kind::Tapped { inner, .. } => inner.size_hint(),
+        }
+    }
+}

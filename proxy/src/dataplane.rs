@@ -1,0 +1,85 @@
+//! The dataplane state one request reads: a config snapshot plus the running backends it references, published
+//! together so that a request never sees a route whose backend does not exist yet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache_config::model::{
+    Backend, EndpointAddr, Filters, ListenerTarget, Route, Snapshot, UpstreamProtocol, WeightedBackend,
+};
+use tokio::sync::watch;
+
+use crate::backend::{BackendHandle, Backends};
+use crate::metrics::Metrics;
+
+/// What the data path routes with. Replaced as a whole on every reload.
+pub struct Dataplane {
+    pub snapshot: Arc<Snapshot>,
+    /// User backends by name, plus one `app:<listener>` backend per inbound listener.
+    pub backends: HashMap<Arc<str>, BackendHandle>,
+    /// Inbound listener name -> the route that forwards to its app.
+    pub inbound: HashMap<Arc<str>, Arc<Route>>,
+}
+
+impl Dataplane {
+    pub fn backend(&self, name: &str) -> Option<&BackendHandle> {
+        self.backends.get(name)
+    }
+}
+
+/// Follows the snapshot channel and publishes a `Dataplane` for each snapshot, reconciling backends by name.
+pub async fn spawn(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: &Metrics,
+) -> watch::Receiver<Arc<Dataplane>> {
+    let mut backends = Backends::new(metrics.discovery.clone());
+    let first = snapshots.borrow_and_update().clone();
+    let (tx, rx) = watch::channel(Arc::new(build(&mut backends, first).await));
+    tokio::spawn(async move {
+        while snapshots.changed().await.is_ok() {
+            let snapshot = snapshots.borrow_and_update().clone();
+            let plane = build(&mut backends, snapshot).await;
+            if tx.send(Arc::new(plane)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn build(backends: &mut Backends, snapshot: Arc<Snapshot>) -> Dataplane {
+    let limits = &snapshot.limits;
+    let mut wanted: Vec<Arc<Backend>> = snapshot.backends.values().cloned().collect();
+    let mut inbound = HashMap::new();
+    for listener in &snapshot.listeners {
+        let ListenerTarget::App(addr) = listener.target else { continue };
+        let app = app_backend(&listener.name, EndpointAddr::Socket(addr), limits.connect_timeout);
+        inbound.insert(listener.name.clone(), Arc::new(app_route(&listener.name, &app.name, limits.request_timeout)));
+        wanted.push(Arc::new(app));
+    }
+    let backends = backends.reconcile(&wanted, limits).await;
+    Dataplane { snapshot, backends, inbound }
+}
+
+fn app_backend(listener: &str, endpoint: EndpointAddr, connect_timeout: Duration) -> Backend {
+    Backend {
+        name: Arc::from(format!("app:{listener}")),
+        endpoints: vec![endpoint],
+        protocol: UpstreamProtocol::Auto,
+        dns_refresh: Duration::from_secs(5),
+        connect_timeout,
+    }
+}
+
+fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration) -> Route {
+    Route {
+        service: listener.clone(),
+        name: Arc::from("app"),
+        matches: Vec::new(),
+        filters: Filters::default(),
+        backends: vec![WeightedBackend { name: backend.clone(), weight: 1 }],
+        sticky: None,
+        timeout,
+    }
+}

@@ -1,0 +1,18 @@
+//! Per-request facts that inner layers learn (route, backend) and outer layers report (metrics, access log).
+
+use std::sync::{Arc, OnceLock};
+
+use attache_config::model::Route;
+
+/// Inserted into the request's extensions by the observe layer; set once by the layer that decides each fact.
+#[derive(Debug, Default)]
+pub struct RequestMeta {
+    pub route: OnceLock<Arc<Route>>,
+    pub backend: OnceLock<Arc<str>>,
+}
+
+impl RequestMeta {
+    pub fn of<B>(req: &http::Request<B>) -> Option<&Arc<RequestMeta>> {
+        req.extensions().get::<Arc<RequestMeta>>()
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP pipelines. Each direction is one top-down `ServiceBuilder` (first layer = outermost); read
+//! `outbound` and `inbound` to see the whole path a request takes.
+
+pub mod filters;
+pub mod h1_guard;
+pub mod meta;
+pub mod observe;
+pub mod rescue;
+pub mod route;
+pub mod split;
+pub mod strict;
+pub mod timeout;
+pub mod upgrade;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response, Uri};
+use tokio::sync::watch;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::body::Body;
+use crate::dataplane::Dataplane;
+use crate::errors::Overloaded;
+use crate::metrics::{Dir, HttpMetrics};
+
+/// A whole pipeline: it never fails, errors are already responses.
+pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// The outbound pipeline: the app calls out, we route by host to a weighted, balanced backend.
+pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, max_concurrent: usize) -> HttpService {
+    let svc = ServiceBuilder::new()
+        // Metrics and access log first: they see the final status, synthesized errors included, and all latency.
+        .layer(observe::ObserveLayer { metrics, direction: Dir::Outbound })
+        // The one place errors become responses (404/400/503/504/502 with x-attache-error).
+        .layer(rescue::RescueLayer)
+        // Framing rules and hop-by-hop hygiene before anything reads headers.
+        .layer(strict::StrictLayer)
+        // A fast 503 instead of an unbounded queue when the listener is saturated.
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
+        .map_err(shed_error)
+        // The only reader of the config: one request sees one snapshot.
+        .layer(route::RouteLayer { plane, inbound: None })
+        // The route's header changes and rewrite.
+        .layer(filters::FiltersLayer)
+        // The user-visible deadline, around everything that talks to upstreams.
+        .layer(timeout::RouteTimeoutLayer)
+        // Weighted choice of backend; each backend balances over its endpoints (P2C, peak-EWMA).
+        .service(split::Split);
+    BoxCloneSyncService::new(svc)
+}
+
+/// The inbound pipeline: the world calls the app behind this listener. No retries: the caller's sidecar owns them.
+pub fn inbound(
+    plane: watch::Receiver<Arc<Dataplane>>,
+    listener: Arc<str>,
+    metrics: HttpMetrics,
+    max_concurrent: usize,
+) -> HttpService {
+    let svc = ServiceBuilder::new()
+        // Metrics and access log first, as outbound.
+        .layer(observe::ObserveLayer { metrics, direction: Dir::Inbound })
+        // Errors become responses here.
+        .layer(rescue::RescueLayer)
+        // Framing rules and hop-by-hop hygiene before the app sees anything.
+        .layer(strict::StrictLayer)
+        // Shed load instead of queueing it.
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
+        .map_err(shed_error)
+        // The listener's app is the only route.
+        .layer(route::RouteLayer { plane, inbound: Some(listener) })
+        // Deadline for the app's answer.
+        .layer(timeout::RouteTimeoutLayer)
+        // The app backend (one endpoint).
+        .service(split::Split);
+    BoxCloneSyncService::new(svc)
+}
+
+fn shed_error(err: crate::errors::BoxError) -> crate::errors::BoxError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return Overloaded { what: "listener concurrency limit" }.into();
+    }
+    err
+}
+
+/// The request's authority: the URI's (absolute form, HTTP/2) or the Host header.
+pub fn authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority().map(|a| a.as_str()).or_else(|| headers.get(http::header::HOST)?.to_str().ok())
+}
+
+pub fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    authority(req.uri(), req.headers())
+}

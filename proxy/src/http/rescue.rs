@@ -1,0 +1,107 @@
+//! Rescue: the one place that turns errors into responses (404, 400, 503, 504, 502) with an `x-attache-error`
+//! reason. Below it, layers return typed errors; above it, nothing sees an error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderValue, Request, Response, Version};
+
+use crate::body::Body;
+use crate::errors::{classify, BoxError};
+
+pub const ERROR_HEADER: &str = "x-attache-error";
+
+#[derive(Clone, Debug, Default)]
+pub struct RescueLayer;
+
+#[derive(Debug)]
+pub struct Rescue<S> {
+    inner: S,
+    /// An error from the inner `poll_ready`, answered on the next call.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), not_ready: None }
+    }
+}
+
+impl<S> tower::Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue { inner, not_ready: None }
+    }
+}
+
+impl<S> tower::Service<Request<Body>> for Rescue<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                // Answered at call time, like any other error.
+                self.not_ready = Some(e.into());
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let version = req.version();
+        if let Some(err) = self.not_ready.take() {
+            return Box::pin(async move { Ok(respond(&*err, version)) });
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(rsp) => Ok(rsp),
+                Err(err) => Ok(respond(&*err.into(), version)),
+            }
+        })
+    }
+}
+
+/// The synthesized response for `err`.
+pub fn respond(err: &(dyn std::error::Error + Send + Sync + 'static), version: Version) -> Response<Body> {
+    let rescued = classify(err);
+    if rescued.status.is_server_error() {
+        tracing::warn!(status = rescued.status.as_u16(), reason = rescued.reason, error = %ErrorChain(err), "request failed");
+    } else {
+        tracing::debug!(status = rescued.status.as_u16(), reason = rescued.reason, error = %ErrorChain(err), "request rejected");
+    }
+    let mut rsp = Response::new(Body::full(format!("{}: {}\n", rescued.reason, err)));
+    *rsp.status_mut() = rescued.status;
+    let headers = rsp.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(rescued.reason));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if rescued.close && version < Version::HTTP_2 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    rsp
+}
+
+/// Displays an error and its sources: `a: b: c`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}

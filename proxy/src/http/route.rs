@@ -1,0 +1,104 @@
+//! Route: the only reader of the dataplane state. One request sees one snapshot; the matched route travels with
+//! it as a `Target` extension. Inbound, the "route" is the listener's app.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use attache_config::model::Route;
+use http::request::Parts;
+use http::{Request, Response, Uri};
+use tokio::sync::watch;
+
+use super::meta::RequestMeta;
+use crate::body::Body;
+use crate::dataplane::Dataplane;
+use crate::errors::{BadRequest, BoxError, NoRoute};
+
+/// The matched route and the dataplane it belongs to.
+#[derive(Clone)]
+pub struct Target {
+    pub plane: Arc<Dataplane>,
+    pub route: Arc<Route>,
+}
+
+/// Outbound routes by host; inbound (`Some(listener)`) always picks the listener's app route.
+#[derive(Clone)]
+pub struct RouteLayer {
+    pub plane: watch::Receiver<Arc<Dataplane>>,
+    pub inbound: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub struct RouteService<S> {
+    inner: S,
+    plane: watch::Receiver<Arc<Dataplane>>,
+    inbound: Option<Arc<str>>,
+}
+
+impl<S> tower::Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+    fn layer(&self, inner: S) -> RouteService<S> {
+        RouteService { inner, plane: self.plane.clone(), inbound: self.inbound.clone() }
+    }
+}
+
+impl<S> tower::Service<Request<Body>> for RouteService<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let plane = self.plane.borrow().clone();
+        let (mut head, body) = req.into_parts();
+        let routed = match &self.inbound {
+            Some(listener) => plane.inbound.get(listener).cloned().ok_or_else(|| no_route(&head)),
+            None => find_route(&plane, &head),
+        };
+        let route = match routed.and_then(|r| absolute_uri(&mut head).map(|()| r)) {
+            Ok(route) => route,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
+            let _ = meta.route.set(route.clone());
+        }
+        head.extensions.insert(Target { plane, route });
+        Box::pin(self.inner.call(Request::from_parts(head, body)))
+    }
+}
+
+fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<Route>, BoxError> {
+    let authority = super::authority(&head.uri, &head.headers).ok_or_else(|| no_route(head))?;
+    let service = plane.snapshot.service_for(authority).ok_or_else(|| no_route(head))?;
+    service.route_for(head).cloned().ok_or_else(|| no_route(head))
+}
+
+fn no_route(head: &Parts) -> BoxError {
+    NoRoute { host: super::authority(&head.uri, &head.headers).unwrap_or("").to_owned() }.into()
+}
+
+/// The upstream client needs `http://authority/path`; origin-form requests take the authority from `Host`.
+fn absolute_uri(head: &mut Parts) -> Result<(), BoxError> {
+    if head.uri.authority().is_some() && head.uri.scheme().is_some() {
+        return Ok(());
+    }
+    let authority = super::authority(&head.uri, &head.headers).ok_or(BadRequest { reason: "no authority or Host" })?;
+    let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| BadRequest { reason: "invalid authority" })?;
+    head.uri = uri;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Split: the weighted choice of backend (the canary), optionally sticky by a hash of a header or cookie so that a
+//! user stays on one version and every sidecar makes the same choice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use attache_config::model::{Route, Sticky, WeightedBackend};
+use http::{Request, Response};
+
+use super::meta::RequestMeta;
+use super::route::Target;
+use crate::body::Body;
+use crate::errors::{BoxError, NoEndpoints};
+
+#[derive(Clone, Debug, Default)]
+pub struct Split;
+
+impl tower::Service<Request<Body>> for Split {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Some(target) = req.extensions().get::<Target>().cloned() else {
+            return Box::pin(async { Err("request reached the split without a route".into()) });
+        };
+        let chosen = choose(&target.route, &req);
+        if let Some(meta) = RequestMeta::of(&req) {
+            let _ = meta.backend.set(chosen.name.clone());
+        }
+        match target.plane.backend(&chosen.name) {
+            Some(backend) => Box::pin(backend.call(req)),
+            None => {
+                let backend = chosen.name.clone();
+                Box::pin(async move { Err(NoEndpoints { backend }.into()) })
+            }
+        }
+    }
+}
+
+/// Picks a backend: by the sticky key's hash when there is one, at random otherwise, in proportion to weights.
+pub fn choose<'r, B>(route: &'r Route, req: &Request<B>) -> &'r WeightedBackend {
+    let backends = &route.backends;
+    if backends.len() == 1 {
+        return &backends[0];
+    }
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    let point = match route.sticky.as_ref().and_then(|s| sticky_key(s, req)) {
+        Some(key) => fnv1a(key) % total.max(1),
+        None => rand::random_range(0..total.max(1)),
+    };
+    pick(backends, point)
+}
+
+fn pick(backends: &[WeightedBackend], mut point: u64) -> &WeightedBackend {
+    for b in backends {
+        if point < u64::from(b.weight) {
+            return b;
+        }
+        point -= u64::from(b.weight);
+    }
+    &backends[backends.len() - 1]
+}
+
+fn sticky_key<'a, B>(sticky: &Sticky, req: &'a Request<B>) -> Option<&'a [u8]> {
+    match sticky {
+        Sticky::Header(name) => req.headers().get(name).map(|v| v.as_bytes()),
+        Sticky::Cookie(name) => req
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes()),
+    }
+}
+
+/// FNV-1a: stable across processes and versions, so every sidecar hashes a key the same way.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn route(weights: &[(&str, u32)], sticky: Option<Sticky>) -> Route {
+        Route {
+            service: Arc::from("s"),
+            name: Arc::from("r"),
+            matches: vec![],
+            filters: Default::default(),
+            backends: weights.iter().map(|(n, w)| WeightedBackend { name: Arc::from(*n), weight: *w }).collect(),
+            sticky,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn weighted_split_is_within_two_points_over_ten_thousand() {
+        let r = route(&[("stable", 90), ("canary", 10)], None);
+        let req = Request::new(());
+        let canary = (0..10_000).filter(|_| &*choose(&r, &req).name == "canary").count();
+        assert!((800..=1200).contains(&canary), "canary got {canary} of 10000");
+    }
+
+    #[test]
+    fn sticky_header_always_picks_the_same_backend() {
+        let r = route(&[("a", 50), ("b", 50)], Some(Sticky::Header("x-user".parse().unwrap())));
+        for user in ["alice", "bob", "carol", "dave"] {
+            let req = Request::builder().header("x-user", user).body(()).unwrap();
+            let first = choose(&r, &req).name.clone();
+            assert!((0..100).all(|_| choose(&r, &req).name == first));
+        }
+    }
+
+    #[test]
+    fn sticky_cookie_is_read_among_others() {
+        let r = route(&[("a", 1), ("b", 1)], Some(Sticky::Cookie("session".into())));
+        let req = Request::builder().header("cookie", "theme=dark; session=abc").body(()).unwrap();
+        assert_eq!(sticky_key(r.sticky.as_ref().unwrap(), &req), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn pick_walks_cumulative_weights() {
+        let r = route(&[("a", 1), ("b", 2)], None);
+        assert_eq!(&*pick(&r.backends, 0).name, "a");
+        assert_eq!(&*pick(&r.backends, 1).name, "b");
+        assert_eq!(&*pick(&r.backends, 2).name, "b");
+    }
+}

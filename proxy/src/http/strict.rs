@@ -1,0 +1,189 @@
+//! HTTP/1 strictness beyond hyper's defaults, and hop-by-hop header hygiene in both directions.
+//!
+//! Rejected with 400 and the connection closed: Content-Length together with Transfer-Encoding (seen by the
+//! connection's `H1Guard`, since hyper hides it), any Transfer-Encoding other than exactly `chunked`, and HTTP/1.1
+//! without Host. Hop-by-hop headers never cross the proxy.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, Version};
+
+use super::h1_guard::HeadVerdict;
+use crate::body::Body;
+use crate::errors::{BadRequest, BoxError};
+
+/// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names.
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "upgrade", "trailer"];
+
+#[derive(Clone, Debug, Default)]
+pub struct StrictLayer;
+
+#[derive(Clone, Debug)]
+pub struct Strict<S> {
+    inner: S,
+}
+
+impl<S> tower::Layer<S> for StrictLayer {
+    type Service = Strict<S>;
+    fn layer(&self, inner: S) -> Strict<S> {
+        Strict { inner }
+    }
+}
+
+impl<S> tower::Service<Request<Body>> for Strict<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if let Err(e) = check(&req) {
+            return Box::pin(async move { Err(e.into()) });
+        }
+        let upgrading = super::upgrade::is_upgrade(&req);
+        let version = req.version();
+        strip_hop_by_hop(req.headers_mut(), upgrading);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut rsp = fut.await.map_err(Into::into)?;
+            let switching = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            strip_hop_by_hop(rsp.headers_mut(), switching);
+            if upgrading && !switching && version < Version::HTTP_2 {
+                // The connection's framing guard stopped at the upgrade request; don't trust what follows.
+                rsp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// The request-framing rules hyper does not enforce itself.
+pub fn check<B>(req: &Request<B>) -> Result<(), BadRequest> {
+    match req.extensions().get::<HeadVerdict>() {
+        Some(HeadVerdict::ContentLengthWithTransferEncoding) => {
+            return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" })
+        }
+        Some(HeadVerdict::InvalidTransferEncoding) => {
+            return Err(BadRequest { reason: "Transfer-Encoding other than chunked" })
+        }
+        _ => {}
+    }
+    let mut te = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        let chunked = first.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !chunked || te.next().is_some() {
+            return Err(BadRequest { reason: "Transfer-Encoding other than chunked" });
+        }
+        if req.headers().contains_key(header::CONTENT_LENGTH) {
+            return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" });
+        }
+    }
+    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Err(BadRequest { reason: "HTTP/1.1 request without Host" });
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers. `TE: trailers` survives (gRPC needs it); while switching protocols, `Upgrade` and
+/// `Connection: upgrade` survive.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrading && (n == header::UPGRADE)))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        if upgrading && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    }
+    let trailers_only = headers.get_all(header::TE).iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        let keep = headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+        headers.remove(header::TE);
+        if keep {
+            headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri("/");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn rejects_framing_ambiguities() {
+        assert!(check(&req(Version::HTTP_11, &[("host", "a")])).is_ok());
+        assert!(check(&req(Version::HTTP_11, &[])).is_err());
+        assert!(check(&req(Version::HTTP_10, &[])).is_ok());
+        assert!(check(&req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "gzip, chunked")])).is_err());
+        assert!(check(&req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked")])).is_ok());
+        let mut r = req(Version::HTTP_11, &[("host", "a")]);
+        r.extensions_mut().insert(HeadVerdict::ContentLengthWithTransferEncoding);
+        assert!(check(&r).is_err());
+    }
+
+    #[test]
+    fn strips_hop_by_hop_but_keeps_te_trailers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers, deflate"),
+            ("upgrade", "h2c"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["te", "x-kept"]);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn keeps_upgrade_headers_when_upgrading() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+}

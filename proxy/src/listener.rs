@@ -1,0 +1,211 @@
+//! A listener's accept loop and the life of one connection: detect the protocol, then serve HTTP/1, HTTP/2 or
+//! forward opaque TCP; drain gracefully on shutdown; close when idle.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attache_config::model::{Limits, Listener, ListenerProtocol, ListenerTarget};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::body::Body;
+use crate::dataplane::Dataplane;
+use crate::detect::{detect, Protocol};
+use crate::drain;
+use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
+use crate::http::HttpService;
+use crate::io::{Activity, Metered, Prefixed};
+use crate::metrics::{ConnLabels, ConnMetrics, Dir, ListenerLabels, Name};
+
+/// Everything a listener's connections share.
+#[derive(Clone)]
+pub struct Context {
+    pub name: Arc<str>,
+    pub direction: Dir,
+    pub plane: watch::Receiver<Arc<Dataplane>>,
+    pub http: HttpService,
+    pub metrics: ConnMetrics,
+    pub drain: drain::Watch,
+}
+
+/// Accepts until `stop` fires or draining begins. Each connection runs in its own task.
+pub async fn accept_loop(tcp: TcpListener, ctx: Context, mut stop: watch::Receiver<bool>) {
+    let mut drain = ctx.drain.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+            () = drain.signaled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { serve(stream, peer, ctx).await });
+            }
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(listener = %ctx.name, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Context) {
+    let _ = stream.set_nodelay(true);
+    let plane = ctx.plane.borrow().clone();
+    let Some(listener) = plane.snapshot.listener(&ctx.name).cloned() else { return };
+    let limits = plane.snapshot.limits.clone();
+    let labels = ListenerLabels { direction: ctx.direction, listener: Name(ctx.name.clone()) };
+    let open = ctx.metrics.open.get_or_create_owned(&labels);
+    open.inc();
+    let _open = scopeguard(move || {
+        open.dec();
+    });
+    let (protocol, prefix) = match listener.protocol {
+        ListenerProtocol::Opaque => (Protocol::Opaque, bytes::Bytes::new()),
+        _ => match detect(&mut stream, limits.detect_timeout).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(error) => return tracing::debug!(%peer, %error, "detect failed"),
+        },
+    };
+    if protocol == Protocol::Opaque && listener.protocol == ListenerProtocol::Http {
+        return tracing::debug!(%peer, listener = %ctx.name, "not HTTP on an HTTP-only listener; closing");
+    }
+    let conn_labels =
+        ConnLabels { direction: ctx.direction, listener: Name(ctx.name.clone()), protocol: protocol.as_str() };
+    ctx.metrics.accepted.get_or_create(&conn_labels).inc();
+    let activity = Activity::default();
+    let io = Metered::new(
+        Prefixed::new(prefix, stream),
+        ctx.metrics.read_bytes.get_or_create_owned(&labels),
+        ctx.metrics.write_bytes.get_or_create_owned(&labels),
+        activity.clone(),
+    );
+    match protocol {
+        Protocol::Http1 => serve_h1(io, &ctx, &limits, activity).await,
+        Protocol::Http2 => serve_h2(io, &ctx, &limits, activity).await,
+        Protocol::Opaque => serve_tcp(io, &ctx, &listener, &plane, &limits, activity, peer).await,
+    }
+}
+
+type Io = Metered<Prefixed<TcpStream>>;
+
+async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
+    let verdicts = HeadVerdicts::default();
+    // The guard must track at least what hyper accepts, or it would stop early and leave later heads unchecked.
+    let max_head_bytes = limits.max_head_bytes.max(8192);
+    let guard_limits = GuardLimits { max_head_bytes, max_headers: limits.max_header_count };
+    let guarded = H1Guard::new(io, verdicts.clone(), guard_limits);
+    let http = ctx.http.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::from);
+        if let Some(verdict) = verdicts.pop() {
+            req.extensions_mut().insert(verdict);
+        }
+        http.clone().oneshot(req)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .max_headers(limits.max_header_count)
+        .max_buf_size(max_head_bytes)
+        .header_read_timeout(limits.idle_timeout.min(Duration::from_secs(30)));
+    let conn = builder.serve_connection(TokioIo::new(guarded), svc).with_upgrades();
+    drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
+}
+
+async fn serve_h2(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
+    let http = ctx.http.clone();
+    let svc =
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| http.clone().oneshot(req.map(Body::from)));
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
+}
+
+async fn serve_tcp(
+    io: Io,
+    ctx: &Context,
+    listener: &Listener,
+    plane: &Dataplane,
+    limits: &Limits,
+    activity: Activity,
+    peer: SocketAddr,
+) {
+    let (addrs, connect_timeout): (Arc<[SocketAddr]>, Duration) = match &listener.target {
+        ListenerTarget::App(addr) => (Arc::from([*addr]), limits.connect_timeout),
+        ListenerTarget::Routed { tcp_backend: Some(name) } => match plane.backend(name) {
+            Some(b) => {
+                (b.addrs(), plane.snapshot.backends.get(name).map_or(limits.connect_timeout, |b| b.connect_timeout))
+            }
+            None => return,
+        },
+        ListenerTarget::Routed { tcp_backend: None } => {
+            return tracing::debug!(%peer, listener = %ctx.name, "opaque connection with no tcp_backend; closing");
+        }
+    };
+    match crate::tcp::forward(io, &addrs, connect_timeout, limits.idle_timeout, activity).await {
+        Ok((tx, rx)) => tracing::debug!(%peer, listener = %ctx.name, tx, rx, "TCP connection closed"),
+        Err(error) => tracing::debug!(%peer, listener = %ctx.name, %error, "TCP connection ended with an error"),
+    }
+}
+
+/// Runs a connection to completion; on drain or idleness asks it to finish (HTTP/1: `Connection: close` after the
+/// in-flight response; HTTP/2: GOAWAY), letting in-flight requests complete.
+async fn drive<C, E>(conn: C, shutdown: fn(Pin<&mut C>), mut drain: drain::Watch, idle: Duration, activity: Activity)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    let mut seen = activity.count();
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(error) = res {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = drain.signaled(), if !closing => {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+            () = tokio::time::sleep(idle), if !closing => {
+                let now = activity.count();
+                if now == seen {
+                    closing = true;
+                    shutdown(conn.as_mut());
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+/// Runs `f` on drop.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,212 @@
+//! The proxy's metric families. One registry is created in `main` (or by a test) and passed down; label values are
+//! bounded: config names, directions and status classes, never paths or IDs.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// A label value taken from the configuration (a name), shared without copying.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Name(pub Arc<str>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dir {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: Dir,
+    pub service: Name,
+    pub route: Name,
+    pub backend: Name,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub direction: Dir,
+    pub service: Name,
+    pub route: Name,
+    pub backend: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub direction: Dir,
+    pub listener: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnLabels {
+    pub direction: Dir,
+    pub listener: Name,
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BackendResultLabels {
+    pub backend: Name,
+    pub result: &'static str,
+}
+
+/// HTTP request metrics.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Connection and byte metrics.
+#[derive(Clone, Debug)]
+pub struct ConnMetrics {
+    pub open: Family<ListenerLabels, Gauge>,
+    pub accepted: Family<ConnLabels, Counter>,
+    pub read_bytes: Family<ListenerLabels, Counter>,
+    pub write_bytes: Family<ListenerLabels, Counter>,
+}
+
+/// Configuration reload metrics.
+#[derive(Clone, Debug)]
+pub struct ConfigMetrics {
+    pub reloads: Family<ResultLabels, Counter>,
+    pub version: Gauge,
+    pub last_reload_timestamp: Gauge,
+}
+
+/// Endpoint discovery metrics.
+#[derive(Clone, Debug)]
+pub struct DiscoveryMetrics {
+    pub endpoints: Family<BackendLabels, Gauge>,
+    pub resolutions: Family<BackendResultLabels, Counter>,
+}
+
+/// Every family the proxy exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub http: HttpMetrics,
+    pub conn: ConnMetrics,
+    pub config: ConfigMetrics,
+    pub discovery: DiscoveryMetrics,
+}
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+impl EncodeLabelValue for Dir {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl From<&Arc<str>> for Name {
+    fn from(s: &Arc<str>) -> Self {
+        Self(s.clone())
+    }
+}
+
+impl From<attache_config::model::Direction> for Dir {
+    fn from(d: attache_config::model::Direction) -> Self {
+        match d {
+            attache_config::model::Direction::Inbound => Self::Inbound,
+            attache_config::model::Direction::Outbound => Self::Outbound,
+        }
+    }
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// `2xx`, `4xx`, ...
+pub fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+impl Metrics {
+    /// Registers every family under the `attache_` prefix.
+    pub fn register(registry: &mut Registry) -> Self {
+        let reg = registry.sub_registry_with_prefix("attache");
+        let http = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        };
+        reg.register("requests", "HTTP requests answered, by route, backend and status class", http.requests.clone());
+        reg.register_with_unit(
+            "request_duration",
+            "Time from request received to response headers sent",
+            Unit::Seconds,
+            http.duration.clone(),
+        );
+        let conn = ConnMetrics {
+            open: Family::default(),
+            accepted: Family::default(),
+            read_bytes: Family::default(),
+            write_bytes: Family::default(),
+        };
+        reg.register("open_connections", "Downstream connections currently open", conn.open.clone());
+        reg.register("connections", "Downstream connections accepted, by detected protocol", conn.accepted.clone());
+        reg.register_with_unit("tcp_read", "Bytes read from downstream clients", Unit::Bytes, conn.read_bytes.clone());
+        reg.register_with_unit(
+            "tcp_write",
+            "Bytes written to downstream clients",
+            Unit::Bytes,
+            conn.write_bytes.clone(),
+        );
+        let config = ConfigMetrics {
+            reloads: Family::default(),
+            version: Gauge::default(),
+            last_reload_timestamp: Gauge::default(),
+        };
+        reg.register("config_reloads", "Configuration reload attempts by result", config.reloads.clone());
+        reg.register("config_version", "Version of the configuration being served", config.version.clone());
+        reg.register_with_unit(
+            "config_last_reload_timestamp",
+            "Unix time of the last successful configuration apply",
+            Unit::Seconds,
+            config.last_reload_timestamp.clone(),
+        );
+        let discovery = DiscoveryMetrics { endpoints: Family::default(), resolutions: Family::default() };
+        reg.register("backend_endpoints", "Endpoints currently known per backend", discovery.endpoints.clone());
+        reg.register(
+            "dns_resolutions",
+            "DNS resolutions of backend endpoints by result",
+            discovery.resolutions.clone(),
+        );
+        Self { http, conn, config, discovery }
+    }
+}

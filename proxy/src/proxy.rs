@@ -1,0 +1,198 @@
+//! The running sidecar: binds the admin and data listeners, keeps the listeners in line with the config (re-bound
+//! only when an address changes), and drains gracefully on shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use attache_config::model::{Direction, Listener};
+use attache_config::Snapshot;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::dataplane::{self, Dataplane};
+use crate::drain;
+use crate::listener::{self, Context};
+use crate::metrics::{Dir, Metrics};
+use crate::source::ConfigStatus;
+
+/// Bound listener addresses by name.
+pub type Bound = Arc<Mutex<BTreeMap<Arc<str>, SocketAddr>>>;
+
+/// Starts a sidecar.
+pub struct Proxy {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub status: ConfigStatus,
+    pub registry: Registry,
+    pub metrics: Metrics,
+}
+
+/// A running sidecar.
+pub struct ProxyHandle {
+    admin_addr: SocketAddr,
+    bound: Bound,
+    ready: Arc<AtomicBool>,
+    drain: drain::Signal,
+    listeners_task: tokio::task::JoinHandle<()>,
+    admin_task: tokio::task::JoinHandle<()>,
+}
+
+struct Running {
+    config: Arc<Listener>,
+    stop: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// A proxy with its own registry, for callers that don't export other metrics.
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>, status: ConfigStatus) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        Self { snapshots, status, registry, metrics }
+    }
+
+    /// Binds every listener (failing if any cannot be bound) and starts serving.
+    pub async fn start(self) -> anyhow::Result<ProxyHandle> {
+        let Self { snapshots, status, registry, metrics } = self;
+        let admin_addr = snapshots.borrow().admin.address;
+        let admin_tcp =
+            TcpListener::bind(admin_addr).await.with_context(|| format!("binding admin on {admin_addr}"))?;
+        let admin_addr = admin_tcp.local_addr()?;
+        let mut plane = dataplane::spawn(snapshots, &metrics).await;
+        let (signal, drain_watch) = drain::channel();
+        let bound: Bound = Arc::default();
+        let mut set = ListenerSet {
+            running: BTreeMap::new(),
+            bound: bound.clone(),
+            metrics: metrics.clone(),
+            drain: drain_watch,
+        };
+        let first = plane.borrow_and_update().clone();
+        set.reconcile(&first, &plane, true).await?;
+        let listeners_task = tokio::spawn(async move {
+            while plane.changed().await.is_ok() {
+                let current = plane.borrow_and_update().clone();
+                let _ = set.reconcile(&current, &plane, false).await;
+            }
+        });
+        let ready = Arc::new(AtomicBool::new(true));
+        let admin = crate::admin::Admin { registry: Arc::new(registry), status, ready: ready.clone() };
+        let admin_task = tokio::spawn(admin.serve(admin_tcp));
+        tracing::info!(%admin_addr, listeners = ?bound.lock().map(|b| b.clone()).unwrap_or_default(), "attache-proxy ready");
+        Ok(ProxyHandle { admin_addr, bound, ready, drain: signal, listeners_task, admin_task })
+    }
+}
+
+impl ProxyHandle {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound.lock().ok()?.get(name).copied()
+    }
+
+    pub fn listener_addrs(&self) -> BTreeMap<Arc<str>, SocketAddr> {
+        self.bound.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Turns `/ready` to 503, stops accepting, lets in-flight requests finish for up to `grace`. Returns whether
+    /// every connection finished in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.ready.store(false, Ordering::SeqCst);
+        self.listeners_task.abort();
+        let _ = self.listeners_task.await;
+        let drained = tokio::time::timeout(grace, self.drain.drain()).await.is_ok();
+        self.admin_task.abort();
+        drained
+    }
+}
+
+struct ListenerSet {
+    running: BTreeMap<Arc<str>, Running>,
+    bound: Bound,
+    metrics: Metrics,
+    drain: drain::Watch,
+}
+
+impl ListenerSet {
+    /// Binds new listeners and listeners whose address or direction changed; stops removed ones. At startup a bind
+    /// failure is fatal; on reload it is logged and the rest still applies.
+    async fn reconcile(
+        &mut self,
+        plane: &Arc<Dataplane>,
+        plane_rx: &watch::Receiver<Arc<Dataplane>>,
+        startup: bool,
+    ) -> anyhow::Result<()> {
+        let wanted = &plane.snapshot.listeners;
+        self.running.retain(|name, r| {
+            let keep = wanted
+                .iter()
+                .any(|l| l.name == *name && l.address == r.config.address && l.direction == r.config.direction);
+            if !keep {
+                let _ = r.stop.send(true);
+                if let Ok(mut b) = self.bound.lock() {
+                    b.remove(name);
+                }
+            }
+            keep
+        });
+        for l in wanted {
+            if let Some(r) = self.running.get_mut(&l.name) {
+                r.config = l.clone();
+                continue;
+            }
+            match self.start(l, plane, plane_rx).await {
+                Ok(r) => {
+                    self.running.insert(l.name.clone(), r);
+                }
+                Err(e) if startup => return Err(e),
+                Err(error) => tracing::error!(listener = %l.name, "{error:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        l: &Arc<Listener>,
+        plane: &Arc<Dataplane>,
+        plane_rx: &watch::Receiver<Arc<Dataplane>>,
+    ) -> anyhow::Result<Running> {
+        let tcp = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("binding listener {} on {}", l.name, l.address))?;
+        let addr = tcp.local_addr()?;
+        let limits = &plane.snapshot.limits;
+        let http = match l.direction {
+            Direction::Outbound => {
+                crate::http::outbound(plane_rx.clone(), self.metrics.http.clone(), limits.max_concurrent_requests)
+            }
+            Direction::Inbound => crate::http::inbound(
+                plane_rx.clone(),
+                l.name.clone(),
+                self.metrics.http.clone(),
+                limits.max_concurrent_requests,
+            ),
+        };
+        let ctx = Context {
+            name: l.name.clone(),
+            direction: Dir::from(l.direction),
+            plane: plane_rx.clone(),
+            http,
+            metrics: self.metrics.conn.clone(),
+            drain: self.drain.clone(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(listener::accept_loop(tcp, ctx, stop_rx));
+        if let Ok(mut b) = self.bound.lock() {
+            b.insert(l.name.clone(), addr);
+        }
+        tracing::info!(listener = %l.name, %addr, direction = ?l.direction, "listening");
+        Ok(Running { config: l.clone(), stop })
+    }
+}
