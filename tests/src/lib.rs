@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod wait;
 

@@ -1,0 +1,232 @@
+//! Runs the proxy under test: in-process (`proxy::new()`), with its config in a real file watched by the real
+//! file source, or as the real `attache-proxy` binary (`proxy::process()`) when a test needs signals or the CLI.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use attache_proxy::source::{file, ConfigStatus};
+use attache_proxy::{Proxy, ProxyHandle};
+
+use crate::metrics::{scrape, Metrics};
+
+/// A config file in its own temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct ConfigFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+/// Builds an in-process proxy.
+#[derive(Debug, Default)]
+pub struct Builder {
+    yaml: String,
+}
+
+/// A running in-process proxy. Dropping it stops accepting; `shutdown` drains.
+pub struct TestProxy {
+    handle: Option<ProxyHandle>,
+    file: ConfigFile,
+    _watch: tokio::task::JoinHandle<()>,
+}
+
+/// Starts building an in-process proxy.
+pub fn new() -> Builder {
+    Builder::default()
+}
+
+impl Builder {
+    /// The YAML config. Use `127.0.0.1:0` for listener and admin addresses.
+    pub fn config(mut self, yaml: impl Into<String>) -> Self {
+        self.yaml = yaml.into();
+        self
+    }
+
+    pub async fn run(self) -> TestProxy {
+        crate::trace_init();
+        let file = ConfigFile::new(&self.yaml).expect("writing the config file");
+        let snapshot = file::load(file.path()).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let status = ConfigStatus::new(file.path().display().to_string(), &snapshot);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
+        let (snapshots, watch) =
+            file::watch(file.path().to_owned(), snapshot, status.clone(), metrics.config.clone()).expect("watching");
+        let handle = Proxy { snapshots, status, registry, metrics }.start().await.expect("starting the proxy");
+        TestProxy { handle: Some(handle), file, _watch: watch }
+    }
+}
+
+impl TestProxy {
+    fn handle(&self) -> &ProxyHandle {
+        self.handle.as_ref().expect("proxy already shut down")
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.handle().listener_addr(name).unwrap_or_else(|| panic!("no listener named {name}"))
+    }
+
+    /// The listener named `outbound`.
+    pub fn outbound(&self) -> SocketAddr {
+        self.listener("outbound")
+    }
+
+    /// The listener named `inbound`.
+    pub fn inbound(&self) -> SocketAddr {
+        self.listener("inbound")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.handle().admin_addr()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Replaces the config file (atomically, as editors and ConfigMaps do) to trigger a reload.
+    pub fn write_config(&self, yaml: &str) {
+        self.file.write(yaml).expect("rewriting the config file");
+    }
+
+    /// Scrapes `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        scrape(self.admin()).await.expect("scraping metrics")
+    }
+
+    /// GETs `/config` as JSON.
+    pub async fn config_view(&self) -> serde_json::Value {
+        let rsp = crate::client::http1(self.admin()).get("admin", "/config").await.expect("GET /config");
+        rsp.json()
+    }
+
+    /// Drains for up to `grace`; returns whether every connection finished in time.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        match self.handle.take() {
+            Some(h) => h.shutdown(grace).await,
+            None => true,
+        }
+    }
+}
+
+impl ConfigFile {
+    pub fn new(yaml: &str) -> Result<Self> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "attache-test-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let file = Self { path: dir.join("config.yaml"), dir };
+        file.write(yaml)?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes to a temporary file and renames it over the config.
+    pub fn write(&self, yaml: &str) -> Result<()> {
+        let tmp = self.dir.join(".config.yaml.tmp");
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `attache-proxy` binary, built once per test run if needed.
+pub fn binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-q", "-p", "attache-proxy", "--bin", "attache-proxy"])
+                .status()
+                .map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of attache-proxy failed: {status}"));
+            }
+            // target/<profile>/deps/<test> -> target/<profile>/attache-proxy
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let profile_dir = exe.parent().and_then(Path::parent).ok_or("unexpected test binary location")?;
+            Ok(profile_dir.join("attache-proxy"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Runs `attache-proxy` with `args`, returning its exit status and stdout+stderr. Bounded by `timeout`.
+pub async fn cli(args: &[&str], timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
+    let out = tokio::time::timeout(timeout, tokio::process::Command::new(binary()?).args(args).kill_on_drop(true).output())
+        .await
+        .context("attache-proxy timed out")??;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    Ok((out.status, text))
+}
+
+/// `attache-proxy run` as a child process, killed on drop.
+pub struct ProcessProxy {
+    pub child: tokio::process::Child,
+    pub file: ConfigFile,
+}
+
+/// Starts `attache-proxy run --config <file>` and waits until its admin `/ready` answers 200. The config's admin
+/// address must be fixed by the caller (reserve one with `free_port`).
+pub async fn process(yaml: &str, admin: SocketAddr) -> Result<ProcessProxy> {
+    let file = ConfigFile::new(yaml)?;
+    let child = tokio::process::Command::new(binary()?)
+        .args(["run", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(rsp) = crate::client::http1(admin).get("admin", "/ready").await {
+                if rsp.status == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if ready.is_err() {
+        bail!("attache-proxy did not become ready on {admin}");
+    }
+    Ok(ProcessProxy { child, file })
+}
+
+impl ProcessProxy {
+    /// Sends SIGTERM.
+    pub fn terminate(&self) -> Result<()> {
+        let pid = self.child.id().context("process already exited")?;
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(())
+    }
+}
+
+/// A port that was free a moment ago, for the rare config address that must be known before the process starts.
+pub fn free_port() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
