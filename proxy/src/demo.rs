@@ -37,8 +37,8 @@ const TEMPLATE: &str = include_str!("demo.yaml");
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let stable = echo_server("stable").await?;
-    let canary = echo_server("canary").await?;
+    let stable = echo_server("stable", "127.0.0.1:0".parse()?).await?;
+    let canary = echo_server("canary", "127.0.0.1:0".parse()?).await?;
     let port = free_or_zero(args.port).await;
     let admin_port = free_or_zero(args.admin_port).await;
     let dir = std::env::temp_dir().join(format!("attache-demo-{}", std::process::id()));
@@ -117,14 +117,17 @@ async fn send(proxy: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, us
     Ok(counts)
 }
 
-/// A tiny HTTP/1.1 + h2c echo service that names itself in `x-backend` and the body.
-pub async fn echo_server(name: &'static str) -> anyhow::Result<SocketAddr> {
-    let tcp = TcpListener::bind("127.0.0.1:0").await?;
+/// A tiny HTTP/1.1 + h2c echo service that names itself in `x-backend` and the body. The sample app of the
+/// examples (`attache-proxy echo`).
+pub async fn echo_server(name: &str, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let tcp = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let addr = tcp.local_addr()?;
+    let name: std::sync::Arc<str> = std::sync::Arc::from(name);
     tokio::spawn(async move {
         while let Ok((stream, _)) = tcp.accept().await {
+            let name = name.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| echo(name, req));
+                let svc = hyper::service::service_fn(move |req| echo(name.clone(), req));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
             });
@@ -133,7 +136,10 @@ pub async fn echo_server(name: &'static str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn echo(name: &'static str, req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+async fn echo(
+    name: std::sync::Arc<str>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let body = format!(
         "{{\"backend\":\"{name}\",\"method\":\"{}\",\"path\":\"{}\",\"version\":\"{:?}\"}}\n",
         req.method(),
@@ -141,7 +147,9 @@ async fn echo(name: &'static str, req: http::Request<Incoming>) -> Result<http::
         req.version()
     );
     let mut rsp = http::Response::new(Full::new(Bytes::from(body)));
-    rsp.headers_mut().insert("x-backend", http::HeaderValue::from_static(name));
+    if let Ok(v) = http::HeaderValue::from_str(&name) {
+        rsp.headers_mut().insert("x-backend", v);
+    }
     rsp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
     Ok(rsp)
 }

@@ -37,6 +37,15 @@ enum Command {
     },
     /// Start a sidecar with stable and canary echo services on loopback and show the 90/10 split.
     Demo(attache_proxy::demo::DemoArgs),
+    /// A sample app for the examples: answers every request with a JSON echo naming itself.
+    Echo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// Name reported in the `x-backend` header and the body.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,11 +56,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))).unwrap_or_else(fail),
+        Command::Echo { listen, name } => runtime().and_then(|rt| rt.block_on(echo(listen, name))).unwrap_or_else(fail),
         Command::Demo(args) => runtime()
             .and_then(|rt| rt.block_on(attache_proxy::demo::run(args)))
             .map(|()| ExitCode::SUCCESS)
             .unwrap_or_else(fail),
     }
+}
+
+async fn echo(listen: std::net::SocketAddr, name: String) -> anyhow::Result<ExitCode> {
+    let addr = attache_proxy::demo::echo_server(&name, listen).await?;
+    println!("echo service {name:?} on http://{addr}");
+    tokio::signal::ctrl_c().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fail(error: anyhow::Error) -> ExitCode {
