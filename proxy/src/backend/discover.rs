@@ -23,8 +23,18 @@ const DEFAULT_RTT: Duration = Duration::from_millis(30);
 const DECAY: Duration = Duration::from_secs(10);
 const DNS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Looks a name up; injectable so tests can make DNS fail or change.
+pub type Resolver = Arc<dyn Fn(String, u16) -> BoxFuture<std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The system resolver, bounded in time.
+pub fn system_resolver() -> Resolver {
+    Arc::new(|host, port| Box::pin(async move { resolve(&host, port).await }))
+}
+
 /// The discovery state of one backend, owned by its task.
 pub(super) struct Discovery {
+    resolver: Resolver,
     pub config: watch::Receiver<Arc<Backend>>,
     pub updates: mpsc::Sender<Update>,
     pub addrs: watch::Sender<Arc<[SocketAddr]>>,
@@ -44,8 +54,10 @@ impl Discovery {
         addrs: watch::Sender<Arc<[SocketAddr]>>,
         pool: PoolSettings,
         metrics: DiscoveryMetrics,
+        resolver: Resolver,
     ) -> Self {
         Self {
+            resolver,
             config,
             updates,
             addrs,
@@ -117,7 +129,7 @@ impl Discovery {
                 }
                 EndpointAddr::Dns { host, port } => {
                     let key = (host.clone(), *port);
-                    let result = resolve(host, *port).await;
+                    let result = (self.resolver)(host.clone(), *port).await;
                     let label = |result| BackendResultLabels { backend: Name(backend.name.clone()), result };
                     match result {
                         Ok(addrs) => {
@@ -150,3 +162,7 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     }
     Ok(addrs)
 }
+
+#[cfg(test)]
+#[path = "discover_tests.rs"]
+mod tests;

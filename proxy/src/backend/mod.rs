@@ -42,6 +42,7 @@ pub struct BackendHandle {
 pub struct Backends {
     entries: HashMap<Arc<str>, Entry>,
     metrics: DiscoveryMetrics,
+    resolver: discover::Resolver,
 }
 
 struct Entry {
@@ -72,7 +73,7 @@ impl BackendHandle {
 
 impl Backends {
     pub fn new(metrics: DiscoveryMetrics) -> Self {
-        Self { entries: HashMap::new(), metrics }
+        Self { entries: HashMap::new(), metrics, resolver: discover::system_resolver() }
     }
 
     /// Makes the set of running backends equal to `wanted`, keeping unchanged ones, updating changed ones in place,
@@ -118,7 +119,8 @@ impl Backends {
         let balance = tower::balance::p2c::Balance::new(discover);
         let boxed = tower::util::BoxService::new(balance.map_err(BoxError::from));
         let buffer = tower::buffer::Buffer::new(boxed, limits.max_pending_per_backend.max(1));
-        let mut discovery = Discovery::new(config_rx, updates_tx.clone(), addrs_tx, pool, self.metrics.clone());
+        let mut discovery =
+            Discovery::new(config_rx, updates_tx.clone(), addrs_tx, pool, self.metrics.clone(), self.resolver.clone());
         // The first resolution completes before the backend is visible, so no request sees it empty by accident.
         let _ = discovery.sync(&backend).await;
         tokio::spawn(discovery.run());

@@ -1,0 +1,101 @@
+use std::sync::Mutex;
+
+use attache_config::model::UpstreamProtocol;
+
+use super::*;
+
+fn backend(endpoints: Vec<EndpointAddr>) -> Arc<Backend> {
+    Arc::new(Backend {
+        name: Arc::from("b"),
+        endpoints,
+        protocol: UpstreamProtocol::Http1,
+        dns_refresh: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+    })
+}
+
+/// A resolver whose answer the test sets; `None` makes lookups fail.
+fn scripted() -> (Resolver, Arc<Mutex<Option<Vec<SocketAddr>>>>) {
+    let answer: Arc<Mutex<Option<Vec<SocketAddr>>>> = Arc::default();
+    let a = answer.clone();
+    let resolver: Resolver = Arc::new(move |_, _| {
+        let got = a.lock().unwrap().clone();
+        Box::pin(async move { got.ok_or_else(|| std::io::Error::other("SERVFAIL")) })
+    });
+    (resolver, answer)
+}
+
+fn addr(last: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, last], 80))
+}
+
+fn discovery(
+    b: &Arc<Backend>,
+    resolver: Resolver,
+) -> (Discovery, mpsc::Receiver<Update>, watch::Receiver<Arc<[SocketAddr]>>, watch::Sender<Arc<Backend>>) {
+    let (cfg_tx, cfg_rx) = watch::channel(b.clone());
+    let (tx, rx) = mpsc::channel(64);
+    let (addrs_tx, addrs_rx) = watch::channel(Arc::from(Vec::new()));
+    let pool = PoolSettings { idle_timeout: Duration::from_secs(1), max_idle: 1 };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::metrics::Metrics::register(&mut registry).discovery;
+    (Discovery::new(cfg_rx, tx, addrs_tx, pool, metrics, resolver), rx, addrs_rx, cfg_tx)
+}
+
+fn drain(rx: &mut mpsc::Receiver<Update>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let (mut ins, mut rem) = (vec![], vec![]);
+    while let Ok(Ok(change)) = rx.try_recv() {
+        match change {
+            Change::Insert(a, _) => ins.push(a),
+            Change::Remove(a) => rem.push(a),
+        }
+    }
+    (ins, rem)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dns_failure_keeps_the_last_good_answer_and_changes_are_diffed() {
+    let b = backend(vec![EndpointAddr::Dns { host: "svc".into(), port: 80 }]);
+    let (resolver, answer) = scripted();
+    *answer.lock().unwrap() = Some(vec![addr(1), addr(2)]);
+    let (d, mut rx, addrs, _cfg) = discovery(&b, resolver);
+    let task = tokio::spawn(async move {
+        let mut d = d;
+        d.sync(&b).await.unwrap();
+        d.run().await;
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(drain(&mut rx), (vec![addr(1), addr(2)], vec![]));
+
+    // The lookup fails: nothing changes.
+    *answer.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(drain(&mut rx), (vec![], vec![]));
+    assert_eq!(&*addrs.borrow().clone(), &[addr(1), addr(2)]);
+
+    // A new answer: only the difference is sent, so addr(2) keeps its load estimate.
+    *answer.lock().unwrap() = Some(vec![addr(2), addr(3)]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(drain(&mut rx), (vec![addr(3)], vec![addr(1)]));
+    assert_eq!(&*addrs.borrow().clone(), &[addr(2), addr(3)]);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn config_change_updates_static_endpoints_in_place() {
+    let b = backend(vec![EndpointAddr::Socket(addr(1)), EndpointAddr::Socket(addr(2))]);
+    let (resolver, _) = scripted();
+    let (d, mut rx, addrs, cfg) = discovery(&b, resolver);
+    let task = tokio::spawn(async move {
+        let mut d = d;
+        d.sync(&b).await.unwrap();
+        d.run().await;
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(drain(&mut rx).0.len(), 2);
+    cfg.send_replace(backend(vec![EndpointAddr::Socket(addr(2)), EndpointAddr::Socket(addr(4))]));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(drain(&mut rx), (vec![addr(4)], vec![addr(1)]));
+    assert_eq!(addrs.borrow().len(), 2);
+    task.abort();
+}

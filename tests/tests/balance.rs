@@ -1,0 +1,60 @@
+//! Load balancing across a backend's endpoints: P2C over peak-EWMA.
+
+use std::time::Duration;
+
+use attache_tests::{client, proxy, server};
+
+fn config(endpoints: &[std::net::SocketAddr]) -> String {
+    let list = endpoints.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
+services:
+  - name: web
+    hosts: [web]
+    routes:
+      - name: all
+        backends: [{{ name: web }}]
+backends:
+  - {{ name: web, endpoints: [{list}] }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_equal_endpoints() {
+    let a = server::http1().name("a").route("/", server::ok("a")).run().await;
+    let b = server::http1().name("b").route("/", server::ok("b")).run().await;
+    let proxy = proxy::new().config(config(&[a.addr(), b.addr()])).run().await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = client::http1(proxy.outbound());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                assert_eq!(c.get("web", "/").await.unwrap().status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(a.requests() + b.requests(), 400);
+    assert!(a.requests() >= 40 && b.requests() >= 40, "a={} b={}", a.requests(), b.requests());
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.value("attache_backend_endpoints", &[("backend", "web")]), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_prefers_the_faster_endpoint() {
+    let fast = server::http1().name("fast").route("/", server::ok("fast")).run().await;
+    let slow = server::http1().name("slow").route("/", server::slow(Duration::from_millis(50), "slow")).run().await;
+    let proxy = proxy::new().config(config(&[fast.addr(), slow.addr()])).run().await;
+    let c = client::http1(proxy.outbound());
+    for _ in 0..200 {
+        assert_eq!(c.get("web", "/").await.unwrap().status, 200);
+    }
+    // Two choices out of two endpoints: once the slow one's latency is known, the fast one wins almost always.
+    assert!(slow.requests() < 20, "slow endpoint got {} of 200", slow.requests());
+}
