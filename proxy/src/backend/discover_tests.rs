@@ -29,10 +29,9 @@ fn addr(last: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, last], 80))
 }
 
-fn discovery(
-    b: &Arc<Backend>,
-    resolver: Resolver,
-) -> (Discovery, mpsc::Receiver<Update>, watch::Receiver<Arc<[SocketAddr]>>, watch::Sender<Arc<Backend>>) {
+type Harness = (Discovery, mpsc::Receiver<Update>, watch::Receiver<Arc<[SocketAddr]>>, watch::Sender<Arc<Backend>>);
+
+fn discovery(b: &Arc<Backend>, resolver: Resolver) -> Harness {
     let (cfg_tx, cfg_rx) = watch::channel(b.clone());
     let (tx, rx) = mpsc::channel(64);
     let (addrs_tx, addrs_rx) = watch::channel(Arc::from(Vec::new()));
