@@ -21,13 +21,6 @@ pub struct BadRequest {
     pub reason: &'static str,
 }
 
-/// A concurrency or pending bound was reached; shed instead of queued.
-#[derive(Debug, thiserror::Error)]
-#[error("overloaded: {what}")]
-pub struct Overloaded {
-    pub what: &'static str,
-}
-
 /// The backend has no endpoint to send to.
 #[derive(Debug, thiserror::Error)]
 #[error("backend {backend} has no endpoints")]
@@ -79,7 +72,8 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         if e.is::<BadRequest>() {
             return Rescued { status: S::BAD_REQUEST, reason: "bad-request", close: true };
         }
-        if e.is::<Overloaded>() || e.is::<tower::load_shed::error::Overloaded>() {
+        // A listener's concurrency limit or a backend's pending queue is full.
+        if e.is::<tower::load_shed::error::Overloaded>() {
             return r(S::SERVICE_UNAVAILABLE, "overloaded");
         }
         if e.is::<NoEndpoints>() {

@@ -1,57 +1,34 @@
 //! Filters: the route's request/response header changes and path-prefix rewrite.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use attache_config::model::{HeaderFilter, Route};
 use http::{HeaderMap, Request, Response, Uri};
 
 use super::route::Target;
+use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError};
 
-#[derive(Clone, Debug, Default)]
-pub struct FiltersLayer;
+/// Applies the matched route's filters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filters;
 
-#[derive(Clone, Debug)]
-pub struct FiltersService<S> {
-    inner: S,
-}
-
-impl<S> tower::Layer<S> for FiltersLayer {
-    type Service = FiltersService<S>;
-    fn layer(&self, inner: S) -> FiltersService<S> {
-        FiltersService { inner }
-    }
-}
-
-impl<S> tower::Service<Request<Body>> for FiltersService<S>
-where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+impl Middleware for Filters {
+    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S::Future: Send + 'static,
+    {
         let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(next.call(req));
         };
-        let filters = &route.filters;
-        if *filters == Default::default() {
-            return Box::pin(self.inner.call(req));
+        if route.filters == Default::default() {
+            return Box::pin(next.call(req));
         }
-        apply(&filters.request_headers, req.headers_mut());
+        apply(&route.filters.request_headers, req.headers_mut());
         if let Err(e) = rewrite(&route, &mut req) {
-            return Box::pin(async move { Err(e) });
+            return fail(e);
         }
-        let fut = self.inner.call(req);
+        let fut = next.call(req);
         Box::pin(async move {
             let mut rsp = fut.await?;
             apply(&route.filters.response_headers, rsp.headers_mut());

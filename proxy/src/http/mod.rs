@@ -8,6 +8,7 @@ pub mod observe;
 pub mod rescue;
 pub mod route;
 pub mod split;
+pub mod stage;
 pub mod strict;
 pub mod timeout;
 pub mod upgrade;
@@ -20,9 +21,10 @@ use tokio::sync::watch;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
+use self::stage::StageLayer;
+
 use crate::body::Body;
 use crate::dataplane::Dataplane;
-use crate::errors::Overloaded;
 use crate::metrics::{Dir, HttpMetrics};
 
 /// A whole pipeline: it never fails, errors are already responses.
@@ -36,17 +38,16 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, ma
         // The one place errors become responses (404/400/503/504/502 with x-attache-error).
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before anything reads headers.
-        .layer(strict::StrictLayer)
+        .layer(StageLayer(strict::Strict))
         // A fast 503 instead of an unbounded queue when the listener is saturated.
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
-        .map_err(shed_error)
         // The only reader of the config: one request sees one snapshot.
-        .layer(route::RouteLayer { plane, inbound: None })
+        .layer(StageLayer(route::RouteStage { plane, inbound: None }))
         // The route's header changes and rewrite.
-        .layer(filters::FiltersLayer)
+        .layer(StageLayer(filters::Filters))
         // The user-visible deadline, around everything that talks to upstreams.
-        .layer(timeout::RouteTimeoutLayer)
+        .layer(StageLayer(timeout::RouteTimeout))
         // Weighted choice of backend; each backend balances over its endpoints (P2C, peak-EWMA).
         .service(split::Split);
     BoxCloneSyncService::new(svc)
@@ -65,25 +66,17 @@ pub fn inbound(
         // Errors become responses here.
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before the app sees anything.
-        .layer(strict::StrictLayer)
+        .layer(StageLayer(strict::Strict))
         // Shed load instead of queueing it.
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
-        .map_err(shed_error)
         // The listener's app is the only route.
-        .layer(route::RouteLayer { plane, inbound: Some(listener) })
+        .layer(StageLayer(route::RouteStage { plane, inbound: Some(listener) }))
         // Deadline for the app's answer.
-        .layer(timeout::RouteTimeoutLayer)
+        .layer(StageLayer(timeout::RouteTimeout))
         // The app backend (one endpoint).
         .service(split::Split);
     BoxCloneSyncService::new(svc)
-}
-
-fn shed_error(err: crate::errors::BoxError) -> crate::errors::BoxError {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        return Overloaded { what: "listener concurrency limit" }.into();
-    }
-    err
 }
 
 /// The request's authority: the URI's (absolute form, HTTP/2) or the Host header.

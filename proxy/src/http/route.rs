@@ -1,10 +1,7 @@
 //! Route: the only reader of the dataplane state. One request sees one snapshot; the matched route travels with
 //! it as a `Target` extension. Inbound, the "route" is the listener's app.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use attache_config::model::Route;
 use http::request::Parts;
@@ -12,6 +9,7 @@ use http::{Request, Response, Uri};
 use tokio::sync::watch;
 
 use super::meta::RequestMeta;
+use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
 use crate::dataplane::Dataplane;
 use crate::errors::{BadRequest, BoxError, NoRoute};
@@ -25,39 +23,17 @@ pub struct Target {
 
 /// Outbound routes by host; inbound (`Some(listener)`) always picks the listener's app route.
 #[derive(Clone)]
-pub struct RouteLayer {
+pub struct RouteStage {
     pub plane: watch::Receiver<Arc<Dataplane>>,
     pub inbound: Option<Arc<str>>,
 }
 
-#[derive(Clone)]
-pub struct RouteService<S> {
-    inner: S,
-    plane: watch::Receiver<Arc<Dataplane>>,
-    inbound: Option<Arc<str>>,
-}
-
-impl<S> tower::Layer<S> for RouteLayer {
-    type Service = RouteService<S>;
-    fn layer(&self, inner: S) -> RouteService<S> {
-        RouteService { inner, plane: self.plane.clone(), inbound: self.inbound.clone() }
-    }
-}
-
-impl<S> tower::Service<Request<Body>> for RouteService<S>
-where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+impl Middleware for RouteStage {
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S::Future: Send + 'static,
+    {
         let plane = self.plane.borrow().clone();
         let (mut head, body) = req.into_parts();
         let routed = match &self.inbound {
@@ -66,13 +42,13 @@ where
         };
         let route = match routed.and_then(|r| absolute_uri(&mut head).map(|()| r)) {
             Ok(route) => route,
-            Err(e) => return Box::pin(async move { Err(e) }),
+            Err(e) => return fail(e),
         };
         if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
             let _ = meta.route.set(route.clone());
         }
         head.extensions.insert(Target { plane, route });
-        Box::pin(self.inner.call(Request::from_parts(head, body)))
+        Box::pin(next.call(Request::from_parts(head, body)))
     }
 }
 

@@ -4,14 +4,11 @@
 //! connection's `H1Guard`, since hyper hides it), any Transfer-Encoding other than exactly `chunked`, and HTTP/1.1
 //! without Host. Hop-by-hop headers never cross the proxy.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 
 use super::h1_guard::HeadVerdict;
+use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError};
 
@@ -19,45 +16,25 @@ use crate::errors::{BadRequest, BoxError};
 const HOP_BY_HOP: [&str; 7] =
     ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "upgrade", "trailer"];
 
-#[derive(Clone, Debug, Default)]
-pub struct StrictLayer;
+/// HTTP/1 strictness and hop-by-hop hygiene.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Strict;
 
-#[derive(Clone, Debug)]
-pub struct Strict<S> {
-    inner: S,
-}
-
-impl<S> tower::Layer<S> for StrictLayer {
-    type Service = Strict<S>;
-    fn layer(&self, inner: S) -> Strict<S> {
-        Strict { inner }
-    }
-}
-
-impl<S> tower::Service<Request<Body>> for Strict<S>
-where
-    S: tower::Service<Request<Body>, Response = Response<Body>>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+impl Middleware for Strict {
+    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S::Future: Send + 'static,
+    {
         if let Err(e) = check(&req) {
-            return Box::pin(async move { Err(e.into()) });
+            return fail(e);
         }
         let upgrading = super::upgrade::is_upgrade(&req);
         let version = req.version();
         strip_hop_by_hop(req.headers_mut(), upgrading);
-        let fut = self.inner.call(req);
+        let fut = next.call(req);
         Box::pin(async move {
-            let mut rsp = fut.await.map_err(Into::into)?;
+            let mut rsp = fut.await?;
             let switching = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             strip_hop_by_hop(rsp.headers_mut(), switching);
             if upgrading && !switching && version < Version::HTTP_2 {
