@@ -25,12 +25,15 @@ pub struct ConfigFile {
 #[derive(Debug, Default)]
 pub struct Builder {
     yaml: String,
+    path: Option<PathBuf>,
 }
 
 /// A running in-process proxy. Dropping it stops accepting; `shutdown` drains.
 pub struct TestProxy {
     handle: Option<ProxyHandle>,
-    file: ConfigFile,
+    /// The config file this proxy owns; `None` when started with [`Builder::config_at`].
+    file: Option<ConfigFile>,
+    path: PathBuf,
     _watch: tokio::task::JoinHandle<()>,
 }
 
@@ -46,17 +49,31 @@ impl Builder {
         self
     }
 
+    /// Watches a config file the test laid out itself (e.g. a ConfigMap-style symlink) instead of writing one;
+    /// `config` is then ignored and [`TestProxy::write_config`] is not available.
+    pub fn config_at(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
     pub async fn run(self) -> TestProxy {
         crate::trace_init();
-        let file = ConfigFile::new(&self.yaml).expect("writing the config file");
-        let snapshot = file::load(file.path()).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-        let status = ConfigStatus::new(file.path().display().to_string(), &snapshot);
+        let (file, path) = match self.path {
+            Some(path) => (None, path),
+            None => {
+                let file = ConfigFile::new(&self.yaml).expect("writing the config file");
+                let path = file.path().to_owned();
+                (Some(file), path)
+            }
+        };
+        let snapshot = file::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        let status = ConfigStatus::new(path.display().to_string(), &snapshot);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
         let (snapshots, watch) =
-            file::watch(file.path().to_owned(), snapshot, status.clone(), metrics.config.clone()).expect("watching");
+            file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone()).expect("watching");
         let handle = Proxy { snapshots, status, registry, metrics }.start().await.expect("starting the proxy");
-        TestProxy { handle: Some(handle), file, _watch: watch }
+        TestProxy { handle: Some(handle), file, path, _watch: watch }
     }
 }
 
@@ -85,12 +102,13 @@ impl TestProxy {
     }
 
     pub fn config_path(&self) -> &Path {
-        self.file.path()
+        &self.path
     }
 
     /// Replaces the config file (atomically, as editors and ConfigMaps do) to trigger a reload.
     pub fn write_config(&self, yaml: &str) {
-        self.file.write(yaml).expect("rewriting the config file");
+        let file = self.file.as_ref().expect("write_config needs a proxy started with `config`, not `config_at`");
+        file.write(yaml).expect("rewriting the config file");
     }
 
     /// Scrapes `/metrics`.
@@ -171,9 +189,10 @@ pub fn binary() -> Result<PathBuf> {
 
 /// Runs `attache-proxy` with `args`, returning its exit status and stdout+stderr. Bounded by `timeout`.
 pub async fn cli(args: &[&str], timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
-    let out = tokio::time::timeout(timeout, tokio::process::Command::new(binary()?).args(args).kill_on_drop(true).output())
-        .await
-        .context("attache-proxy timed out")??;
+    let out =
+        tokio::time::timeout(timeout, tokio::process::Command::new(binary()?).args(args).kill_on_drop(true).output())
+            .await
+            .context("attache-proxy timed out")??;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status, text))
@@ -189,7 +208,7 @@ pub struct ProcessProxy {
 /// address must be fixed by the caller (reserve one with `free_port`).
 pub async fn process(yaml: &str, admin: SocketAddr) -> Result<ProcessProxy> {
     let file = ConfigFile::new(yaml)?;
-    let child = tokio::process::Command::new(binary()?)
+    let mut child = tokio::process::Command::new(binary()?)
         .args(["run", "--config"])
         .arg(file.path())
         .stdout(Stdio::null())
@@ -198,17 +217,22 @@ pub async fn process(yaml: &str, admin: SocketAddr) -> Result<ProcessProxy> {
         .spawn()?;
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
+            // Fail fast if it exited (e.g. a reserved port was taken meanwhile) instead of waiting out the timeout.
+            if let Some(status) = child.try_wait()? {
+                bail!("attache-proxy exited before becoming ready on {admin}: {status}");
+            }
             if let Ok(rsp) = crate::client::http1(admin).get("admin", "/ready").await {
-                if rsp.status == 200 {
-                    return;
+                if rsp.status == 200 && child.try_wait()?.is_none() {
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    if ready.is_err() {
-        bail!("attache-proxy did not become ready on {admin}");
+    match ready {
+        Ok(res) => res?,
+        Err(_) => bail!("attache-proxy did not become ready on {admin}"),
     }
     Ok(ProcessProxy { child, file })
 }

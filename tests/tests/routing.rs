@@ -85,7 +85,8 @@ async fn sticky_header_keeps_a_user_on_one_backend() {
 async fn unknown_host_gets_404_naming_the_host() {
     let stable = server::http1().route("/", server::ok("x")).run().await;
     let proxy = proxy::new().config(config(stable.addr(), stable.addr())).run().await;
-    let rsp = client::curl().url(format!("http://{}/", proxy.outbound())).header("Host", "nope.example").run().await.unwrap();
+    let rsp =
+        client::curl().url(format!("http://{}/", proxy.outbound())).header("Host", "nope.example").run().await.unwrap();
     assert_eq!(rsp.status, 404);
     assert_eq!(rsp.header("x-attache-error"), Some("no-route"));
     assert!(rsp.text().contains("nope.example"), "{}", rsp.text());

@@ -1,0 +1,563 @@
+//! Protocols: h2c and HTTP/1.1 downstream against HTTP/1.1, HTTP/2 and auto upstreams, keep-alive pooling, HTTP/2
+//! multiplexing, gRPC trailers, unbuffered streaming, WebSocket upgrades, inbound HTTP, HTTP-only listeners and the
+//! metrics all of that leaves behind.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use attache_tests::client::{self, next_chunk};
+use attache_tests::wait::{millis, secs};
+use attache_tests::{eventually, proxy, server, with_timeout, Body, BoxError};
+use bytes::Bytes;
+use http::{Method, Request, Response, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, Barrier};
+
+/// One outbound listener and one service `web` (hosts `web`, `web.local`) whose only route `default` goes to the
+/// backend `web` at `endpoint`, spoken to with `protocol` (`http1`, `http2` or `auto`).
+fn outbound_config(endpoint: SocketAddr, protocol: &str) -> String {
+    format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
+services:
+  - name: web
+    hosts: [web, web.local]
+    routes:
+      - name: default
+        backends: [{{ name: web }}]
+backends:
+  - {{ name: web, endpoints: ["{endpoint}"], protocol: {protocol} }}
+"#
+    )
+}
+
+/// `curl [--http2-prior-knowledge] -H 'Host: web.local' http://<outbound><path>`.
+async fn curl_web(proxy: SocketAddr, path: &str, h2: bool) -> attache_tests::TestResponse {
+    let mut curl = client::curl().url(format!("http://{proxy}{path}")).header("Host", "web.local");
+    if h2 {
+        curl = curl.http2_prior_knowledge();
+    } else {
+        curl = curl.http1_1();
+    }
+    curl.run().await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1. Downstream and upstream versions.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn h2c_client_reaches_an_http1_only_upstream_with_protocol_http1() {
+    let backend = server::http1().name("h1-only").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "http1")).run().await;
+
+    let rsp = curl_web(proxy.outbound(), "/versions?x=1", true).await;
+
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(rsp.version, Version::HTTP_2, "curl spoke h2c to the proxy");
+    assert_eq!(rsp.header("x-server-name"), Some("h1-only"));
+    let echo = rsp.json();
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(echo["path"], "/versions?x=1");
+    assert_eq!(echo["headers"]["host"][0], "web.local", "the :authority becomes Host upstream");
+    assert_eq!(backend.versions(), vec![Version::HTTP_11]);
+}
+
+#[tokio::test]
+async fn h2c_client_reaches_an_http2_only_upstream_with_protocol_http2() {
+    let backend = server::http2().name("h2-only").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "http2")).run().await;
+
+    let rsp = curl_web(proxy.outbound(), "/h2", true).await;
+
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(rsp.version, Version::HTTP_2);
+    assert_eq!(rsp.header("x-server-name"), Some("h2-only"));
+    assert_eq!(rsp.json()["version"], "HTTP/2.0");
+    assert_eq!(backend.versions(), vec![Version::HTTP_2]);
+}
+
+#[tokio::test]
+async fn http1_client_reaches_an_http2_only_upstream_with_protocol_http2() {
+    let backend = server::http2().name("h2-only").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "http2")).run().await;
+
+    let rsp = curl_web(proxy.outbound(), "/h1-to-h2", false).await;
+
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(rsp.version, Version::HTTP_11, "the client keeps its own version");
+    assert_eq!(rsp.json()["version"], "HTTP/2.0");
+    assert_eq!(backend.versions(), vec![Version::HTTP_2]);
+}
+
+#[tokio::test]
+async fn auto_upstream_protocol_follows_the_client_version() {
+    let backend = server::auto().name("both").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+
+    let h2 = curl_web(proxy.outbound(), "/as-h2", true).await;
+    assert_eq!(h2.status, 200, "{}", h2.text());
+    assert_eq!(h2.version, Version::HTTP_2);
+    assert_eq!(h2.json()["version"], "HTTP/2.0");
+    assert_eq!(backend.versions(), vec![Version::HTTP_2]);
+
+    let h1 = curl_web(proxy.outbound(), "/as-h1", false).await;
+    assert_eq!(h1.status, 200, "{}", h1.text());
+    assert_eq!(h1.version, Version::HTTP_11);
+    assert_eq!(h1.json()["version"], "HTTP/1.1");
+    assert_eq!(backend.versions(), vec![Version::HTTP_2, Version::HTTP_11]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2. and 3. Connection reuse.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn http1_keep_alive_reuses_one_upstream_connection() {
+    let backend = server::http1().name("pooled").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+    let client = client::http1(proxy.outbound());
+
+    for i in 0..25 {
+        let rsp = client.post("web.local", &format!("/item/{i}"), format!("body {i}")).await.unwrap();
+        assert_eq!(rsp.status, 200, "request {i}: {}", rsp.text());
+        let echo = rsp.json();
+        assert_eq!(echo["body"], format!("body {i}"));
+        assert_eq!(echo["version"], "HTTP/1.1");
+    }
+
+    assert_eq!(client.connections_opened(), 1, "the client kept one connection to the proxy");
+    assert_eq!(backend.requests(), 25);
+    assert_eq!(backend.connections(), 1, "sequential requests reuse one pooled upstream connection");
+}
+
+#[tokio::test]
+async fn http2_multiplexes_twenty_concurrent_requests_on_one_connection() {
+    const N: usize = 20;
+    // Every handler waits until all N requests are in flight at the upstream, so this only completes if the proxy
+    // carries them concurrently, on the client side and the upstream side.
+    let barrier = Arc::new(Barrier::new(N));
+    let backend = server::http2()
+        .name("mux")
+        .route_prefix("/stream/", move |req: Request<Incoming>| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                Response::new(attache_tests::full(req.uri().path().to_owned()))
+            }
+        })
+        .run()
+        .await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+    let client = client::http2(proxy.outbound());
+
+    let calls = (0..N).map(|i| {
+        let client = &client;
+        async move { (i, client.get("web.local", &format!("/stream/{i}")).await) }
+    });
+    let results = with_timeout(secs(15), "20 concurrent h2 requests", futures_util::future::join_all(calls)).await;
+
+    for (i, rsp) in results {
+        let rsp = rsp.unwrap_or_else(|e| panic!("request {i}: {e:#}"));
+        assert_eq!(rsp.status, 200, "request {i}: {}", rsp.text());
+        assert_eq!(rsp.version, Version::HTTP_2);
+        assert_eq!(rsp.text(), format!("/stream/{i}"));
+    }
+    assert_eq!(client.connections_opened(), 1, "all requests shared one client connection");
+    assert_eq!(backend.requests(), N);
+    assert_eq!(backend.versions(), vec![Version::HTTP_2]);
+    assert_eq!(backend.connections(), 1, "the proxy multiplexed them on one upstream h2 connection");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. gRPC-style trailers.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn grpc_unary_trailers_reach_the_client() {
+    let backend = server::http2()
+        .name("grpc")
+        .route("/demo.Greeter/SayHello", server::trailers(0, ""))
+        .route("/demo.Greeter/Missing", server::trailers(5, "no such greeting"))
+        .run()
+        .await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+    let client = client::http2(proxy.outbound());
+
+    let ok = client.grpc_unary("web.local", "/demo.Greeter/SayHello", b"hello").await.unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("content-type"), Some("application/grpc"));
+    assert_eq!(ok.body, server::grpc_frame(b"hello"));
+    assert!(ok.trailers.is_some(), "no trailers in the response; headers: {:?}", ok.headers);
+    assert_eq!(ok.trailer("grpc-status"), Some("0"));
+    assert_eq!(ok.trailer("grpc-message"), None);
+
+    let err = client.grpc_unary("web.local", "/demo.Greeter/Missing", b"who?").await.unwrap();
+    assert_eq!(err.status, 200, "gRPC errors travel in trailers, not the HTTP status");
+    assert_eq!(err.body, server::grpc_frame(b"who?"));
+    assert_eq!(err.trailer("grpc-status"), Some("5"), "trailers: {:?}", err.trailers);
+    assert_eq!(err.trailer("grpc-message"), Some("no such greeting"));
+
+    // The upstream saw a gRPC request: h2, with `te: trailers` intact.
+    let seen = backend.last_request().unwrap();
+    assert_eq!(seen.version, Version::HTTP_2);
+    assert_eq!(seen.headers.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    assert_eq!(seen.headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/grpc"[..]));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. Streaming.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A mock route whose response body is fed by the test: each `Bytes` sent on the returned sender becomes one data
+/// frame; dropping the sender ends the body. Serves exactly one request.
+fn test_fed_stream() -> (mpsc::Sender<Bytes>, impl Fn(Request<Incoming>) -> futures_util::future::Ready<Response<Body>>)
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let slot = Arc::new(Mutex::new(Some(rx)));
+    let handler = move |_req: Request<Incoming>| {
+        let rx = slot.lock().unwrap().take().expect("the streaming route serves one request");
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok::<_, BoxError>(Frame::data(chunk)), rx))
+        });
+        futures_util::future::ready(Response::new(BodyExt::boxed_unsync(StreamBody::new(frames))))
+    };
+    (tx, handler)
+}
+
+/// The client (h2c when `h2`, else HTTP/1.1) reads each chunk while the upstream (same version) still holds the rest.
+async fn streaming_is_not_buffered(h2: bool) {
+    let (feed, handler) = test_fed_stream();
+    let builder = if h2 { server::http2() } else { server::http1() };
+    let backend = builder.name("stream").route("/events", handler).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+    let client = if h2 { client::http2(proxy.outbound()) } else { client::http1(proxy.outbound()) };
+
+    let req = client.builder(Method::GET, "web.local", "/events").body(attache_tests::empty()).unwrap();
+    let rsp = client.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut body = rsp.into_body();
+
+    // The body is still open (the mock holds the rest until we say so), yet the first chunk must arrive.
+    feed.send(Bytes::from_static(b"event: one\n")).await.unwrap();
+    assert_eq!(next_data(&mut body).await.as_deref(), Some(&b"event: one\n"[..]));
+    feed.send(Bytes::from_static(b"event: two\n")).await.unwrap();
+    assert_eq!(next_data(&mut body).await.as_deref(), Some(&b"event: two\n"[..]));
+    drop(feed);
+    assert_eq!(next_data(&mut body).await, None, "the body ends when the upstream's does");
+}
+
+/// The next non-empty data chunk (h2 may end a stream with an empty DATA frame), or `None` at the end.
+async fn next_data(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        match next_chunk(body).await.unwrap() {
+            Some(chunk) if chunk.is_empty() => continue,
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn http1_response_streams_chunk_by_chunk() {
+    streaming_is_not_buffered(false).await;
+}
+
+#[tokio::test]
+async fn http2_response_streams_chunk_by_chunk() {
+    streaming_is_not_buffered(true).await;
+}
+
+#[tokio::test]
+async fn http2_request_and_response_stream_together() {
+    // The mock answers at once with a body that is the request body, frame by frame (bidirectional streaming).
+    let backend = server::http2()
+        .name("bidi")
+        .route("/demo.Chat/Stream", |req: Request<Incoming>| async move {
+            let echoed = req.into_body().map_err(|e| -> BoxError { Box::new(e) });
+            Response::new(BodyExt::boxed_unsync(echoed))
+        })
+        .run()
+        .await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "auto")).run().await;
+    let client = client::http2(proxy.outbound());
+
+    let (feed, rx) = mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, BoxError>(Frame::data(chunk)), rx))
+    });
+    let req = client
+        .builder(Method::POST, "web.local", "/demo.Chat/Stream")
+        .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+        .unwrap();
+    let rsp = client.send(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut body = rsp.into_body();
+
+    // Each message comes back while the request body is still open.
+    for msg in ["first message", "second message", "third message"] {
+        feed.send(Bytes::from(msg)).await.unwrap();
+        assert_eq!(next_data(&mut body).await.as_deref(), Some(msg.as_bytes()));
+    }
+    drop(feed);
+    assert_eq!(next_data(&mut body).await, None);
+}
+
+#[tokio::test]
+async fn server_chunks_are_all_delivered_in_order() {
+    let backend = server::http1().name("chunky").route("/chunks", server::chunks(5, millis(20))).run().await;
+    let proxy = proxy::new().config(outbound_config(backend.addr(), "http1")).run().await;
+    // h2c downstream, chunked HTTP/1.1 upstream.
+    let rsp = curl_web(proxy.outbound(), "/chunks", true).await;
+    assert_eq!(rsp.status, 200);
+    assert_eq!(rsp.text(), "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 6. WebSocket upgrade.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through_and_echoes_both_ways() {
+    let ws = server::websocket_echo().run().await;
+    let proxy = proxy::new()
+        .config(format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
+services:
+  - name: chat
+    hosts: [ws-host]
+    routes:
+      - name: default
+        backends: [{{ name: chat }}]
+backends:
+  - {{ name: chat, endpoints: ["{}"] }}
+"#,
+            ws.addr()
+        ))
+        .run()
+        .await;
+
+    // `client::websocket` checks the 101, `Upgrade: websocket` and the `Sec-WebSocket-Accept`.
+    let mut conn = client::websocket(proxy.outbound(), "ws-host", "/chat").await.unwrap();
+    conn.write_all(b"hello through the proxy").await.unwrap();
+    assert_eq!(&conn.read_exact(23).await.unwrap()[..], b"hello through the proxy");
+    conn.write_all(b"\x81\x05again").await.unwrap();
+    assert_eq!(&conn.read_exact(7).await.unwrap()[..], b"\x81\x05again");
+    assert_eq!(ws.upgrades(), 1);
+
+    // Half-close travels through the splice: the echo server sees EOF and closes its side.
+    conn.shutdown_write().await.unwrap();
+    assert_eq!(conn.read_to_end().await.unwrap(), Bytes::new());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 8. Inbound HTTP.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn inbound_http_reaches_the_app_and_is_counted_as_inbound() {
+    let app = server::auto().name("app").route_prefix("/", server::echo()).run().await;
+    let proxy = proxy::new()
+        .config(format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: inbound, address: "127.0.0.1:0", direction: inbound, app: "{}" }}
+"#,
+            app.addr()
+        ))
+        .run()
+        .await;
+
+    let h1 = client::http1(proxy.inbound()).get("my-app.example", "/hello?who=world").await.unwrap();
+    assert_eq!(h1.status, 200, "{}", h1.text());
+    assert_eq!(h1.header("x-server-name"), Some("app"));
+    let echo = h1.json();
+    assert_eq!(echo["path"], "/hello?who=world");
+    assert_eq!(echo["headers"]["host"][0], "my-app.example", "the caller's Host reaches the app");
+    assert_eq!(echo["version"], "HTTP/1.1");
+
+    let h2 =
+        client::curl().http2_prior_knowledge().url(format!("http://{}/over-h2", proxy.inbound())).run().await.unwrap();
+    assert_eq!(h2.status, 200, "{}", h2.text());
+    assert_eq!(h2.version, Version::HTTP_2);
+    assert_eq!(h2.json()["version"], "HTTP/2.0", "inbound upstream protocol follows the caller");
+    assert_eq!(app.requests(), 2);
+
+    let metrics = proxy.metrics().await;
+    let inbound = metrics.sum("attache_requests_total", &[("direction", "inbound"), ("status_class", "2xx")]);
+    assert_eq!(inbound, 2.0, "{metrics}");
+    assert_eq!(metrics.sum("attache_requests_total", &[("direction", "outbound")]), 0.0, "{metrics}");
+    assert!(
+        metrics.value("attache_connections_total", &[("direction", "inbound"), ("protocol", "http1")]) == Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.value("attache_connections_total", &[("direction", "inbound"), ("protocol", "http2")]) == Some(1.0),
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 9. HTTP-only listeners.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn http_only_listener_closes_non_http_connections() {
+    let backend = server::http1().name("web").route_prefix("/", server::ok("web")).run().await;
+    let proxy = proxy::new()
+        .config(format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound, protocol: http }}
+services:
+  - name: web
+    hosts: [web.local]
+    routes:
+      - name: default
+        backends: [{{ name: web }}]
+backends:
+  - {{ name: web, endpoints: ["{}"] }}
+"#,
+            backend.addr()
+        ))
+        .run()
+        .await;
+
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    conn.write_all(b"\x00\x01binary\r\n\r\n").await.unwrap();
+    let rest = conn.read_to_end().await.unwrap();
+    assert_eq!(rest, Bytes::new(), "the proxy closes without answering");
+
+    // HTTP still works on the same listener.
+    let rsp = curl_web(proxy.outbound(), "/", false).await;
+    assert_eq!(rsp.status, 200);
+    assert_eq!(rsp.text(), "web");
+    assert_eq!(backend.requests(), 1, "only the HTTP request reached the backend");
+    assert_eq!(backend.connections(), 1, "the binary connection never reached the backend");
+    let metrics = proxy.metrics().await;
+    assert_eq!(metrics.sum("attache_connections_total", &[("protocol", "tcp")]), 0.0, "{metrics}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 10. Metrics.
+// ---------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_describe_http_and_tcp_traffic_without_raw_paths() {
+    let web = server::auto().name("web").route_prefix("/", server::echo()).run().await;
+    let echo = server::tcp_echo().run().await;
+    let proxy = proxy::new()
+        .config(format!(
+            r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
+  - {{ name: tcp, address: "127.0.0.1:0", direction: outbound, protocol: opaque, tcp_backend: echo }}
+services:
+  - name: web
+    hosts: [web.local]
+    routes:
+      - name: users
+        match: [{{ path: {{ prefix: /users }} }}]
+        backends: [{{ name: web }}]
+backends:
+  - {{ name: web, endpoints: ["{}"] }}
+  - {{ name: echo, endpoints: ["{}"] }}
+"#,
+            web.addr(),
+            echo.addr()
+        ))
+        .run()
+        .await;
+
+    // HTTP: three requests over one HTTP/1.1 connection, two over one h2 connection, one unknown host.
+    let payload = "x".repeat(1000);
+    let h1 = client::http1(proxy.outbound());
+    for id in ["12345", "67890", "secret-token"] {
+        let rsp = h1.post("web.local", &format!("/users/{id}?session=abc"), payload.clone()).await.unwrap();
+        assert_eq!(rsp.status, 200, "{}", rsp.text());
+    }
+    let h2 = client::http2(proxy.outbound());
+    for id in ["11111", "22222"] {
+        let rsp = h2.get("web.local", &format!("/users/{id}")).await.unwrap();
+        assert_eq!(rsp.status, 200, "{}", rsp.text());
+    }
+    let missing = h1.get("unknown-host.example", "/users/404").await.unwrap();
+    assert_eq!(missing.status, 404);
+
+    // TCP: one connection that stays open while we look at the gauge.
+    let sent = b"ping over opaque tcp";
+    let mut tcp = client::raw_tcp(proxy.listener("tcp")).await.unwrap();
+    tcp.write_all(sent).await.unwrap();
+    assert_eq!(&tcp.read_exact(sent.len()).await.unwrap()[..], sent);
+
+    let m = proxy.metrics().await;
+    let outbound_ok = [
+        ("direction", "outbound"),
+        ("service", "web"),
+        ("route", "users"),
+        ("backend", "web"),
+        ("status_class", "2xx"),
+    ];
+    assert_eq!(m.value("attache_requests_total", &outbound_ok), Some(5.0), "{m}");
+    assert_eq!(m.sum("attache_requests_total", &[("status_class", "4xx")]), 1.0, "{m}");
+
+    let latency = [("direction", "outbound"), ("service", "web"), ("route", "users"), ("backend", "web")];
+    let inf: Vec<_> = latency.iter().copied().chain([("le", "+Inf")]).collect();
+    assert_eq!(m.value("attache_request_duration_seconds_bucket", &inf), Some(5.0), "{m}");
+    assert_eq!(m.value("attache_request_duration_seconds_count", &latency), Some(5.0), "{m}");
+    let buckets: Vec<_> = m.matching("attache_request_duration_seconds_bucket", &latency).collect();
+    assert!(buckets.len() > 2, "a histogram has several buckets: {m}");
+    assert!(buckets.windows(2).all(|w| w[0].value <= w[1].value), "buckets are cumulative: {m}");
+    assert!(m.value("attache_request_duration_seconds_sum", &latency).is_some_and(|s| s > 0.0), "{m}");
+
+    let conns = |listener: &str, protocol: &str| {
+        m.value("attache_connections_total", &[("listener", listener), ("protocol", protocol)]).unwrap_or(0.0)
+    };
+    assert_eq!(conns("outbound", "http1"), 1.0, "{m}");
+    assert_eq!(conns("outbound", "http2"), 1.0, "{m}");
+    assert_eq!(conns("tcp", "tcp"), 1.0, "{m}");
+    assert_eq!(m.value("attache_open_connections", &[("listener", "tcp")]), Some(1.0), "{m}");
+    assert_eq!(m.value("attache_open_connections", &[("listener", "outbound")]), Some(2.0), "{m}");
+
+    let http_read = m.value("attache_tcp_read_bytes_total", &[("listener", "outbound")]).unwrap_or(0.0);
+    let http_written = m.value("attache_tcp_write_bytes_total", &[("listener", "outbound")]).unwrap_or(0.0);
+    assert!(http_read >= 3.0 * 1000.0, "read {http_read} < the 3000 body bytes sent: {m}");
+    assert!(http_written >= 3.0 * 1000.0, "wrote {http_written} < the 3000 echoed body bytes: {m}");
+
+    // Half-close the TCP connection and read the rest; then the byte counters are exact.
+    tcp.shutdown_write().await.unwrap();
+    let rest = tcp.read_to_end().await.unwrap();
+    assert_eq!(&rest[..], &server::tcp_echo_reply(sent)[sent.len()..]);
+    let reply_len = server::tcp_echo_reply(sent).len() as f64;
+    drop(tcp);
+    drop(h1);
+    drop(h2);
+    let m = eventually(secs(5), || async {
+        let m = proxy.metrics().await;
+        let open = m.sum("attache_open_connections", &[]);
+        (open == 0.0).then_some(m)
+    })
+    .await;
+    assert_eq!(m.value("attache_tcp_read_bytes_total", &[("listener", "tcp")]), Some(sent.len() as f64), "{m}");
+    assert_eq!(m.value("attache_tcp_write_bytes_total", &[("listener", "tcp")]), Some(reply_len), "{m}");
+
+    // Label values are config names, directions and classes: never paths, queries or client-supplied hosts.
+    for sample in m.samples() {
+        for (key, value) in &sample.labels {
+            for raw in ["/", "12345", "secret", "session", "unknown-host"] {
+                assert!(!value.contains(raw), "{}{{{key}={value:?}}} carries raw request data", sample.name);
+            }
+        }
+    }
+}
