@@ -194,7 +194,7 @@ impl Metrics {
         };
         // Both results exist from the start, so a query or alert on rejections has a series to match.
         for result in ["applied", "rejected"] {
-            config.reloads.get_or_create(&ResultLabels { result });
+            let _ = config.reloads.get_or_create(&ResultLabels { result });
         }
         reg.register("config_reloads", "Configuration reload attempts by result", config.reloads.clone());
         reg.register("config_version", "Version of the configuration being served", config.version.clone());
