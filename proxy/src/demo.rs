@@ -75,13 +75,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     let counts = send(outbound, args.requests).await?;
     print_split(&counts, args.requests);
-    if args.once {
-        proxy.shutdown(Duration::from_secs(5)).await;
-        return Ok(());
+    if !args.once {
+        println!("\nServing until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
     }
-    println!("\nServing until Ctrl-C.");
-    let _ = tokio::signal::ctrl_c().await;
     proxy.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
