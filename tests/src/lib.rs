@@ -3,7 +3,7 @@
 //! Everything binds `127.0.0.1:0` and reports its real address, every wait is bounded by a timeout, and every
 //! spawned task is aborted when the handle that owns it is dropped. A test reads like a story:
 //!
-//! ```ignore
+//! ```text
 //! let backend = server::http1().name("stable").route("/", server::echo()).run().await;
 //! let client = client::http1(backend.addr());
 //! let rsp = client.get("svc.local", "/").await.unwrap();
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod wait;
+pub mod yaml;
 
 pub use self::client::TestResponse;
 pub use self::metrics::Metrics;

@@ -31,7 +31,7 @@ impl<T> Check for Option<T> {
 ///
 /// Panics, naming the caller's location, if the condition does not hold within `timeout`. Works with paused time.
 ///
-/// ```ignore
+/// ```text
 /// eventually(Duration::from_secs(5), || async { backend.requests() == 3 }).await;
 /// let m = eventually(secs(5), || async { metrics::scrape(addr).await.ok() }).await;
 /// ```

@@ -5,22 +5,7 @@ use std::time::Duration;
 use attache_tests::{client, proxy, server};
 
 fn config(endpoints: &[std::net::SocketAddr]) -> String {
-    let list = endpoints.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
-services:
-  - name: web
-    hosts: [web]
-    routes:
-      - name: all
-        backends: [{{ name: web }}]
-backends:
-  - {{ name: web, endpoints: [{list}] }}
-"#
-    )
+    attache_tests::yaml::one_backend("web", endpoints).build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

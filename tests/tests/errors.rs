@@ -15,25 +15,7 @@ use tokio::{
 /// One service `svc` with one route `default` to the backend `web` at `endpoint`; `route_extra` and `limits` are
 /// spliced in as YAML (already indented).
 fn config(endpoint: &str, route_extra: &str, limits: &str) -> String {
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-limits:
-  connect_timeout: 500ms
-{limits}
-listeners:
-  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
-services:
-  - name: svc
-    hosts: [svc]
-    routes:
-      - name: default
-{route_extra}
-        backends: [{{ name: web }}]
-backends:
-  - {{ name: web, endpoints: ["{endpoint}"] }}
-"#
-    )
+    attache_tests::yaml::one_backend("svc", &[]).endpoint(endpoint).route(route_extra).limits(limits).build()
 }
 
 /// An address nothing listens on: bound a moment ago and released.

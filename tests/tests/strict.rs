@@ -7,24 +7,7 @@ use attache_tests::{
 use http::{HeaderValue, Response};
 
 fn config(backend: std::net::SocketAddr, limits: &str) -> String {
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-limits:
-  connect_timeout: 500ms
-{limits}
-listeners:
-  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
-services:
-  - name: svc
-    hosts: [svc]
-    routes:
-      - name: default
-        backends: [{{ name: web }}]
-backends:
-  - {{ name: web, endpoints: ["{backend}"] }}
-"#
-    )
+    attache_tests::yaml::one_backend("svc", &[backend]).limits(limits).build()
 }
 
 /// A backend echoing every request, and a proxy in front of it.
