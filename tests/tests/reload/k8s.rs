@@ -1,46 +1,12 @@
 //! Hot reload the Kubernetes way: ConfigMap symlink swaps are seen, and unchanged backends keep their pools.
 
+use super::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use attache_tests::proxy::{self, TestProxy};
-use attache_tests::server::{self, Server};
+use attache_tests::proxy::{self};
 use attache_tests::wait::secs;
 use attache_tests::{client, eventually};
-
-/// One outbound listener, service `svc` whose default route sends everything to `target`, backends `a` and `b`.
-fn config(a: SocketAddr, b: SocketAddr, target: &str) -> String {
-    format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners:
-  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
-services:
-  - name: svc
-    hosts: [svc]
-    routes:
-      - name: default
-        backends: [{{ name: {target} }}]
-backends:
-  - {{ name: a, endpoints: ["{a}"] }}
-  - {{ name: b, endpoints: ["{b}"] }}
-"#
-    )
-}
-
-/// Two backends named `a` and `b` answering every path with 200 and their name.
-async fn backends() -> (Server, Server) {
-    let a = server::http1().name("a").route_prefix("/", server::ok("a")).run().await;
-    let b = server::http1().name("b").route_prefix("/", server::ok("b")).run().await;
-    (a, b)
-}
-
-/// The served config version and last reload result, as `/config` shows them.
-async fn served(proxy: &TestProxy) -> (u64, Option<String>) {
-    let view = proxy.config_view().await;
-    let version = view["version"].as_u64().expect("/config has a numeric version");
-    (version, view["last_reload"]["result"].as_str().map(str::to_owned))
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // 4. Kubernetes ConfigMap volume.

@@ -1,6 +1,6 @@
 //! Streaming: gRPC trailers and unbuffered bodies in both directions, over HTTP/1.1 and h2c.
 
-use std::net::SocketAddr;
+use super::*;
 use std::sync::{Arc, Mutex};
 
 use attache_tests::client::{self, next_chunk};
@@ -12,23 +12,6 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-
-/// One outbound listener and one service `web` (hosts `web`, `web.local`) whose only route `default` goes to the
-/// backend `web` at `endpoint`, spoken to with `protocol` (`http1`, `http2` or `auto`).
-fn outbound_config(endpoint: SocketAddr, protocol: &str) -> String {
-    attache_tests::yaml::one_backend("web", &[endpoint]).host("web.local").protocol(protocol).build()
-}
-
-/// `curl [--http2-prior-knowledge] -H 'Host: web.local' http://<outbound><path>`.
-async fn curl_web(proxy: SocketAddr, path: &str, h2: bool) -> attache_tests::TestResponse {
-    let mut curl = client::curl().url(format!("http://{proxy}{path}")).header("Host", "web.local");
-    if h2 {
-        curl = curl.http2_prior_knowledge();
-    } else {
-        curl = curl.http1_1();
-    }
-    curl.run().await.unwrap()
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // 4. gRPC-style trailers.

@@ -295,3 +295,5 @@ async fn listeners_are_rebound_only_when_their_address_changes() {
     assert_eq!(on_x.connections_opened(), 1, "the client's connection on x was closed by moving y");
     assert_eq!(proxy.listener("x"), x);
 }
+
+mod k8s;
