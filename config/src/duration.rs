@@ -5,7 +5,11 @@ use std::time::Duration;
 /// What a duration field must look like; part of every duration error message.
 pub(crate) const EXPECTED: &str = "expected a positive number and a unit (us, ms, s, m, h), e.g. `250ms`, `3s`, `1.5m`";
 
-/// Parses `text` into a non-zero duration. The error is a complete, user-facing message.
+/// The longest duration accepted anywhere: a week. Longer values are typos, and deadlines computed from them could
+/// overflow a clock.
+pub(crate) const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `text` into a non-zero duration of at most [`MAX`]. The error is a complete, user-facing message.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration `{text}`: {EXPECTED}");
     if text.starts_with('-') {
@@ -42,12 +46,23 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     }
     let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_large())?;
     let sub = u32::try_from(nanos % 1_000_000_000).map_err(|_| too_large())?;
-    Ok(Duration::new(secs, sub))
+    let duration = Duration::new(secs, sub);
+    if duration > MAX {
+        return Err(format!("duration `{text}` is longer than the maximum of 168h (a week)"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejects_durations_longer_than_a_week() {
+        assert_eq!(parse("168h"), Ok(MAX));
+        assert!(parse("169h").unwrap_err().contains("maximum"));
+        assert!(parse("18446744073709551615s").is_err());
+    }
 
     #[test]
     fn parses_every_unit() {

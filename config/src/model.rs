@@ -232,8 +232,17 @@ impl fmt::Display for EndpointAddr {
 impl Snapshot {
     /// The service answering to `authority` (`host` or `host:port`), if any.
     pub fn service_for(&self, authority: &str) -> Option<&Arc<Service>> {
-        let authority = authority.trim_end_matches('.');
-        self.services.iter().find(|s| s.hosts.iter().any(|h| h.matches(authority)))
+        let find = |a: &str| self.services.iter().find(|s| s.hosts.iter().any(|h| h.matches(a)));
+        let (host, port) = split_authority(authority);
+        if !host.ends_with('.') {
+            return find(authority);
+        }
+        // A fully qualified name (`web.local.`) is the same host; the dot goes, the port stays.
+        let host = host.trim_end_matches('.');
+        match port {
+            Some(port) => find(&format!("{host}:{port}")),
+            None => find(host),
+        }
     }
 
     pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
@@ -305,7 +314,7 @@ impl RouteMatch {
             }
         }
         let headers_ok = self.headers.iter().all(|h| {
-            let mut values = req.headers.get_all(&h.name).iter().filter_map(|v| v.to_str().ok()).peekable();
+            let mut values = req.headers.get_all(&h.name).iter().filter_map(|v| v.to_str().ok());
             match &h.value {
                 ValueMatch::Present => req.headers.contains_key(&h.name),
                 value => values.any(|v| value.matches(v)),

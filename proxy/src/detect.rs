@@ -31,7 +31,9 @@ impl Protocol {
 /// closed without sending anything.
 pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> std::io::Result<Option<(Protocol, Bytes)>> {
     let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
-    let deadline = tokio::time::Instant::now() + timeout;
+    // Validation caps durations, but a deadline must never overflow the clock.
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(3600));
     loop {
         if let Some(p) = classify(&buf) {
             return Ok(Some((p, buf.freeze())));

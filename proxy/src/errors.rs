@@ -21,6 +21,13 @@ pub struct BadRequest {
     pub reason: &'static str,
 }
 
+/// A request the proxy deliberately does not carry (e.g. `CONNECT` tunnels).
+#[derive(Debug, thiserror::Error)]
+#[error("not supported: {what}")]
+pub struct Unsupported {
+    pub what: &'static str,
+}
+
 /// The backend has no endpoint to send to.
 #[derive(Debug, thiserror::Error)]
 #[error("backend {backend} has no endpoints")]
@@ -71,6 +78,9 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         }
         if e.is::<BadRequest>() {
             return Rescued { status: S::BAD_REQUEST, reason: "bad-request", close: true };
+        }
+        if e.is::<Unsupported>() {
+            return r(S::NOT_IMPLEMENTED, "unsupported");
         }
         // A listener's concurrency limit or a backend's pending queue is full.
         if e.is::<tower::load_shed::error::Overloaded>() {

@@ -20,6 +20,7 @@ use crate::dataplane::Dataplane;
 use crate::detect::{detect, Protocol};
 use crate::drain;
 use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
+use crate::http::upgrade::{self, Tunnel};
 use crate::http::HttpService;
 use crate::io::{Activity, Metered, Prefixed};
 use crate::metrics::{ConnLabels, ConnMetrics, Dir, ListenerLabels, Name};
@@ -35,14 +36,15 @@ pub struct Context {
     pub drain: drain::Watch,
 }
 
-/// Accepts until `stop` fires or draining begins. Each connection runs in its own task.
-pub async fn accept_loop(tcp: TcpListener, ctx: Context, mut stop: watch::Receiver<bool>) {
+/// Accepts until `stop` fires (then hands the socket back, so a renamed listener keeps it without a gap) or
+/// draining begins (then closes it). Each connection runs in its own task.
+pub async fn accept_loop(tcp: TcpListener, ctx: Context, mut stop: watch::Receiver<bool>) -> Option<TcpListener> {
     let mut drain = ctx.drain.clone();
     loop {
         let accepted = tokio::select! {
             accepted = tcp.accept() => accepted,
-            _ = stop.wait_for(|s| *s) => return,
-            () = drain.signaled() => return,
+            _ = stop.wait_for(|s| *s) => return Some(tcp),
+            () = drain.signaled() => return None,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -106,19 +108,40 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
     let guard_limits = GuardLimits { max_head_bytes, max_headers: limits.max_header_count };
     let guarded = H1Guard::new(io, verdicts.clone(), guard_limits);
     let http = ctx.http.clone();
+    let labels = ListenerLabels { direction: ctx.direction, listener: Name(ctx.name.clone()) };
+    let tunnel = Tunnel {
+        idle: limits.idle_timeout,
+        drain: ctx.drain.clone(),
+        open: ctx.metrics.open.get_or_create_owned(&labels),
+    };
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
-        if let Some(verdict) = verdicts.pop() {
+        // No verdict means the guard stopped following this connection's framing: answer, then close.
+        let verdict = verdicts.pop();
+        let unverified = verdict.is_none();
+        if let Some(verdict) = verdict {
             req.extensions_mut().insert(verdict);
         }
-        http.clone().oneshot(req)
+        if upgrade::is_upgrade(&req) {
+            req.extensions_mut().insert(tunnel.clone());
+        }
+        let fut = http.clone().oneshot(req);
+        async move {
+            let mut rsp = fut.await?;
+            if unverified && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                rsp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(rsp)
+        }
     });
     let mut builder = http1::Builder::new();
+    // hyper's header-read timeout also runs while a keep-alive connection waits for its next request, so it is the
+    // idle timeout; it also bounds a slow (slowloris) head.
     builder
         .timer(TokioTimer::new())
         .max_headers(limits.max_header_count)
         .max_buf_size(max_head_bytes)
-        .header_read_timeout(limits.idle_timeout.min(Duration::from_secs(30)));
+        .header_read_timeout(limits.idle_timeout);
     let conn = builder.serve_connection(TokioIo::new(guarded), svc).with_upgrades();
     drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
 }
@@ -164,7 +187,8 @@ async fn serve_tcp(
 }
 
 /// Runs a connection to completion; on drain or idleness asks it to finish (HTTP/1: `Connection: close` after the
-/// in-flight response; HTTP/2: GOAWAY), letting in-flight requests complete.
+/// in-flight response; HTTP/2: GOAWAY), letting in-flight requests complete. A connection that stays idle for
+/// another idle period after being asked is dropped.
 async fn drive<C, E>(conn: C, shutdown: fn(Pin<&mut C>), mut drain: drain::Watch, idle: Duration, activity: Activity)
 where
     C: Future<Output = Result<(), E>>,
@@ -185,8 +209,13 @@ where
                 closing = true;
                 shutdown(conn.as_mut());
             }
-            () = tokio::time::sleep(idle), if !closing => {
+            () = tokio::time::sleep(idle) => {
                 let now = activity.count();
+                if now == seen && closing {
+                    // Asked to finish and still idle: a stalled body or a client that stopped reading.
+                    tracing::debug!("closing a connection idle through its graceful shutdown");
+                    return;
+                }
                 if now == seen {
                     closing = true;
                     shutdown(conn.as_mut());

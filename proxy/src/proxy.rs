@@ -44,6 +44,7 @@ pub struct ProxyHandle {
 struct Running {
     config: Arc<Listener>,
     stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Option<TcpListener>>,
 }
 
 impl Proxy {
@@ -120,8 +121,9 @@ struct ListenerSet {
 }
 
 impl ListenerSet {
-    /// Binds new listeners and listeners whose address or direction changed; stops removed ones. At startup a bind
-    /// failure is fatal; on reload it is logged and the rest still applies.
+    /// Keeps listeners whose name, address and direction are unchanged; stops the others. A socket whose address is
+    /// still wanted (a renamed listener, or a new direction) is handed to the new listener, so it is never closed
+    /// and re-bound. At startup a bind failure is fatal; on reload it is logged and the rest still applies.
     async fn reconcile(
         &mut self,
         plane: &Arc<Dataplane>,
@@ -129,24 +131,26 @@ impl ListenerSet {
         startup: bool,
     ) -> anyhow::Result<()> {
         let wanted = &plane.snapshot.listeners;
-        self.running.retain(|name, r| {
-            let keep = wanted
-                .iter()
-                .any(|l| l.name == *name && l.address == r.config.address && l.direction == r.config.direction);
-            if !keep {
-                let _ = r.stop.send(true);
-                if let Ok(mut b) = self.bound.lock() {
-                    b.remove(name);
-                }
+        let unchanged = |name: &Arc<str>, r: &Running| wanted.iter().any(|l| l.name == *name && **l == *r.config);
+        let stopping: Vec<Arc<str>> =
+            self.running.iter().filter(|(name, r)| !unchanged(name, r)).map(|(name, _)| name.clone()).collect();
+        let mut sockets = BTreeMap::new();
+        for name in stopping {
+            let Some(r) = self.running.remove(&name) else { continue };
+            let _ = r.stop.send(true);
+            if let Ok(mut b) = self.bound.lock() {
+                b.remove(&name);
             }
-            keep
-        });
+            if let Ok(Some(tcp)) = r.task.await {
+                sockets.insert(r.config.address, tcp);
+            }
+        }
         for l in wanted {
             if let Some(r) = self.running.get_mut(&l.name) {
                 r.config = l.clone();
                 continue;
             }
-            match self.start(l, plane, plane_rx).await {
+            match self.start(l, sockets.remove(&l.address), plane, plane_rx).await {
                 Ok(r) => {
                     self.running.insert(l.name.clone(), r);
                 }
@@ -160,12 +164,16 @@ impl ListenerSet {
     async fn start(
         &self,
         l: &Arc<Listener>,
+        socket: Option<TcpListener>,
         plane: &Arc<Dataplane>,
         plane_rx: &watch::Receiver<Arc<Dataplane>>,
     ) -> anyhow::Result<Running> {
-        let tcp = TcpListener::bind(l.address)
-            .await
-            .with_context(|| format!("binding listener {} on {}", l.name, l.address))?;
+        let tcp = match socket {
+            Some(tcp) => tcp,
+            None => TcpListener::bind(l.address)
+                .await
+                .with_context(|| format!("binding listener {} on {}", l.name, l.address))?,
+        };
         let addr = tcp.local_addr()?;
         let limits = &plane.snapshot.limits;
         let http = match l.direction {
@@ -188,11 +196,11 @@ impl ListenerSet {
             drain: self.drain.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(listener::accept_loop(tcp, ctx, stop_rx));
+        let task = tokio::spawn(listener::accept_loop(tcp, ctx, stop_rx));
         if let Ok(mut b) = self.bound.lock() {
             b.insert(l.name.clone(), addr);
         }
         tracing::info!(listener = %l.name, %addr, direction = ?l.direction, "listening");
-        Ok(Running { config: l.clone(), stop })
+        Ok(Running { config: l.clone(), stop, task })
     }
 }

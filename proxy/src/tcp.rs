@@ -11,7 +11,7 @@ use crate::io::Activity;
 
 /// Forwards `client` to the first endpoint of `addrs` that accepts, starting at a random one.
 pub async fn forward<I>(
-    mut client: I,
+    client: I,
     addrs: &[SocketAddr],
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -20,14 +20,24 @@ pub async fn forward<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = connect_any(addrs, connect_timeout).await?;
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let upstream = connect_any(addrs, connect_timeout).await?;
+    splice(client, upstream, idle_timeout, activity).await
+}
+
+/// Copies both ways with half-close until both directions are done, or until `activity` (which must see the traffic
+/// of `a`, and so of both directions) stays unchanged for `idle`.
+pub async fn splice<A, B>(mut a: A, mut b: B, idle: Duration, activity: Activity) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     let mut seen = activity.count();
     loop {
         tokio::select! {
             res = &mut copy => return res,
-            () = tokio::time::sleep(idle_timeout) => {
+            () = tokio::time::sleep(idle) => {
                 let now = activity.count();
                 if now == seen {
                     return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"));

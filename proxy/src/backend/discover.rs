@@ -22,6 +22,13 @@ pub(super) type Update = Result<Change<SocketAddr, Balanced>, Infallible>;
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
 const DECAY: Duration = Duration::from_secs(10);
 const DNS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Addresses taken from one DNS answer; the rest are ignored (and logged).
+const MAX_ADDRS_PER_NAME: usize = 256;
+
+/// The most addresses `backend` can resolve to.
+pub(super) fn max_addresses(backend: &Backend) -> usize {
+    backend.endpoints.iter().map(|e| if matches!(e, EndpointAddr::Dns { .. }) { MAX_ADDRS_PER_NAME } else { 1 }).sum()
+}
 
 /// Looks a name up; injectable so tests can make DNS fail or change.
 pub type Resolver = Arc<dyn Fn(String, u16) -> BoxFuture<std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
@@ -83,14 +90,17 @@ impl Discovery {
                 }
             };
             tokio::select! {
-                changed = self.config.changed() => if changed.is_err() { return },
+                changed = self.config.changed() => if changed.is_err() { break },
                 () = refresh => {}
             }
             let backend = self.config.borrow_and_update().clone();
             if self.sync(&backend).await.is_err() {
-                return;
+                break;
             }
         }
+        // The backend is gone: so is its series.
+        let name = self.config.borrow().name.clone();
+        self.metrics.endpoints.remove(&BackendLabels { backend: Name(name) });
     }
 
     /// Brings the balancer's endpoint set in line with `backend`. Errs when the balancer is gone.
@@ -121,32 +131,37 @@ impl Discovery {
 
     async fn desired(&mut self, backend: &Backend) -> BTreeSet<SocketAddr> {
         let mut out = BTreeSet::new();
-        let mut live_names = BTreeSet::new();
+        let mut names = Vec::new();
         for endpoint in &backend.endpoints {
             match endpoint {
                 EndpointAddr::Socket(addr) => {
                     out.insert(*addr);
                 }
-                EndpointAddr::Dns { host, port } => {
-                    let key = (host.clone(), *port);
-                    let result = (self.resolver)(host.clone(), *port).await;
-                    let label = |result| BackendResultLabels { backend: Name(backend.name.clone()), result };
-                    match result {
-                        Ok(addrs) => {
-                            self.metrics.resolutions.get_or_create(&label("ok")).inc();
-                            self.resolved.insert(key.clone(), addrs);
-                        }
-                        Err(error) => {
-                            self.metrics.resolutions.get_or_create(&label("error")).inc();
-                            tracing::warn!(backend = %backend.name, %host, %error, "DNS lookup failed; keeping the last good answer");
-                        }
-                    }
-                    out.extend(self.resolved.get(&key).into_iter().flatten().copied());
-                    live_names.insert(key);
-                }
+                EndpointAddr::Dns { host, port } => names.push((host.clone(), *port)),
             }
         }
-        self.resolved.retain(|k, _| live_names.contains(k));
+        // Names are looked up together, so one slow name does not delay the others.
+        let answers = futures_util::future::join_all(names.iter().map(|(h, p)| (self.resolver)(h.clone(), *p))).await;
+        let label = |result| BackendResultLabels { backend: Name(backend.name.clone()), result };
+        for ((host, port), answer) in names.iter().zip(answers) {
+            let key = (host.clone(), *port);
+            match answer {
+                Ok(mut addrs) => {
+                    self.metrics.resolutions.get_or_create(&label("ok")).inc();
+                    if addrs.len() > MAX_ADDRS_PER_NAME {
+                        tracing::warn!(backend = %backend.name, %host, n = addrs.len(), "DNS answer truncated to {MAX_ADDRS_PER_NAME} addresses");
+                        addrs.truncate(MAX_ADDRS_PER_NAME);
+                    }
+                    self.resolved.insert(key.clone(), addrs);
+                }
+                Err(error) => {
+                    self.metrics.resolutions.get_or_create(&label("error")).inc();
+                    tracing::warn!(backend = %backend.name, %host, %error, "DNS lookup failed; keeping the last good answer");
+                }
+            }
+            out.extend(self.resolved.get(&key).into_iter().flatten().copied());
+        }
+        self.resolved.retain(|k, _| names.contains(k));
         out
     }
 }

@@ -1,17 +1,22 @@
-//! The endpoint client: pooled HTTP/1.1 and HTTP/2 connections to one endpoint address, with a connect timeout.
-//! The request keeps its logical authority (`Host` / `:authority`); only the socket goes to the endpoint.
+//! The endpoint client: connections to one endpoint address, with a connect timeout. HTTP/1.1 uses a pool keyed by
+//! the endpoint itself; HTTP/2 multiplexes every request over one connection. Either way the number of upstream
+//! connections does not depend on what authority clients send, and the request keeps its logical authority
+//! (`Host` for HTTP/1.1, `:authority` for HTTP/2).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use attache_config::model::UpstreamProtocol;
 use http::{Request, Response, Uri, Version};
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
 use crate::body::Body;
 use crate::errors::{BoxError, ConnectFailed, UpstreamFailed};
@@ -38,8 +43,33 @@ struct Connector {
 pub struct Endpoint {
     addr: SocketAddr,
     protocol: UpstreamProtocol,
+    /// The pool key of every HTTP/1.1 request to this endpoint.
+    pool_authority: http::uri::Authority,
     h1: Client<Connector, Body>,
-    h2: Client<Connector, Body>,
+    h2: Arc<H2Conn>,
+}
+
+/// The one HTTP/2 connection to an endpoint, (re)established on demand.
+#[derive(Debug)]
+struct H2Conn {
+    connector: Connector,
+    sender: Mutex<Option<http2::SendRequest<Body>>>,
+}
+
+impl Connector {
+    async fn connect(&self) -> Result<TcpStream, ConnectFailed> {
+        let addr = self.addr;
+        let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ConnectFailed { addr, source }),
+            Err(_) => {
+                let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(ConnectFailed { addr, source });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
 }
 
 impl tower::Service<Uri> for Connector {
@@ -52,35 +82,58 @@ impl tower::Service<Uri> for Connector {
     }
 
     fn call(&mut self, _: Uri) -> Self::Future {
-        let Self { addr, timeout } = self.clone();
-        Box::pin(async move {
-            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(ConnectFailed { addr, source }),
-                Err(_) => {
-                    let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                    return Err(ConnectFailed { addr, source });
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
+        let this = self.clone();
+        Box::pin(async move { this.connect().await.map(TokioIo::new) })
+    }
+}
+
+impl H2Conn {
+    /// A sender on a live connection, connecting first if there is none.
+    async fn sender(&self) -> Result<http2::SendRequest<Body>, BoxError> {
+        let mut slot = self.sender.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let addr = self.connector.addr;
+        let stream = self.connector.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let addr = self.connector.addr;
+        let mut sender = self.sender().await?;
+        sender.ready().await.map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
+        let rsp = sender.send_request(req).await.map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
+        Ok(rsp.map(Body::from))
     }
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, connect_timeout: Duration, pool: PoolSettings) -> Self {
         let connector = Connector { addr, timeout: connect_timeout };
-        let client = |h2_only: bool| {
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(pool.idle_timeout)
-                .pool_max_idle_per_host(pool.max_idle)
-                .http2_only(h2_only)
-                .build(connector.clone())
-        };
-        Self { addr, protocol, h1: client(false), h2: client(true) }
+        let h1 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(pool.idle_timeout)
+            .pool_max_idle_per_host(pool.max_idle)
+            .build(connector.clone());
+        let h2 = Arc::new(H2Conn { connector, sender: Mutex::new(None) });
+        let pool_authority = http::uri::Authority::try_from(addr.to_string()).unwrap_or_else(|_| {
+            // A SocketAddr always formats as a valid authority; this branch is unreachable in practice.
+            http::uri::Authority::from_static("endpoint")
+        });
+        Self { addr, protocol, pool_authority, h1, h2 }
     }
 
     fn use_h2(&self, version: Version) -> bool {
@@ -102,12 +155,25 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let h2 = self.use_h2(req.version());
-        *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-        let client = if h2 { self.h2.clone() } else { self.h1.clone() };
         let addr = self.addr;
+        if self.use_h2(req.version()) {
+            *req.version_mut() = Version::HTTP_2;
+            // `:authority` carries the logical authority; a Host header beside it would be redundant.
+            req.headers_mut().remove(http::header::HOST);
+            let h2 = self.h2.clone();
+            return Box::pin(async move { h2.send(req).await });
+        }
+        *req.version_mut() = Version::HTTP_11;
+        // The Host header (set by routing) carries the logical authority; the URI names the endpoint, so the pool
+        // has one key per endpoint whatever clients send.
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Some(self.pool_authority.clone());
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        let client = self.h1.clone();
         // An HTTP/1 upgrade (WebSocket) is spliced once both sides have switched protocols.
-        let downstream_upgrade = (!h2).then(|| upgrade::take(&mut req)).flatten();
+        let downstream_upgrade = upgrade::take(&mut req);
         Box::pin(async move {
             let rsp = client.request(req).await.map_err(|e| client_error(addr, e))?;
             let mut rsp = rsp.map(Body::from);

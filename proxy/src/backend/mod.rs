@@ -22,8 +22,8 @@ use crate::body::Body;
 use crate::errors::{BoxError, NoEndpoints};
 use crate::metrics::DiscoveryMetrics;
 
-/// Endpoint changes queued for a balancer; discovery waits when it is full.
-const DISCOVERY_QUEUE: usize = 1024;
+/// Room for endpoint changes queued for a balancer besides one initial insert per address.
+const DISCOVERY_SLACK: usize = 64;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type Balancer = tower::buffer::Buffer<Request<Body>, BoxFuture<Result<Response<Body>, BoxError>>>;
@@ -111,8 +111,9 @@ impl Backends {
 
     async fn start(&self, backend: Arc<Backend>, limits: &Limits) -> Entry {
         let (config_tx, config_rx) = watch::channel(backend.clone());
-        // Sized so that the first sync never waits for the balancer to be polled.
-        let (updates_tx, updates_rx) = mpsc::channel(DISCOVERY_QUEUE);
+        // Sized so that the first sync (before anything polls the balancer) always fits; later syncs run in the
+        // discovery task and wait for room.
+        let (updates_tx, updates_rx) = mpsc::channel(discover::max_addresses(&backend) + DISCOVERY_SLACK);
         let (addrs_tx, addrs_rx) = watch::channel(Arc::from(Vec::new()));
         let pool = PoolSettings { idle_timeout: limits.pool_idle_timeout, max_idle: limits.pool_max_idle_per_endpoint };
         let discover = tokio_stream::wrappers::ReceiverStream::new(updates_rx);

@@ -1,6 +1,6 @@
 //! Filters: the route's request/response header changes and path-prefix rewrite.
 
-use attache_config::model::{HeaderFilter, Route};
+use attache_config::model::HeaderFilter;
 use http::{HeaderMap, Request, Response, Uri};
 
 use super::route::Target;
@@ -18,16 +18,19 @@ impl Middleware for Filters {
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
-        let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
+        let Some(target) = req.extensions().get::<Target>() else {
             return Box::pin(next.call(req));
         };
+        let (route, rewritten) = (target.route.clone(), target.rewritten_path.clone());
         if route.filters == Default::default() {
             return Box::pin(next.call(req));
         }
-        apply(&route.filters.request_headers, req.headers_mut());
-        if let Err(e) = rewrite(&route, &mut req) {
-            return fail(e);
+        if let Some(path) = rewritten {
+            if let Err(e) = set_path(&mut req, &path) {
+                return fail(e);
+            }
         }
+        apply(&route.filters.request_headers, req.headers_mut());
         let fut = next.call(req);
         Box::pin(async move {
             let mut rsp = fut.await?;
@@ -50,24 +53,10 @@ pub fn apply(filter: &HeaderFilter, headers: &mut HeaderMap) {
     }
 }
 
-fn rewrite(route: &Route, req: &mut Request<Body>) -> Result<(), BoxError> {
-    let Some(replacement) = &route.filters.path_prefix_rewrite else { return Ok(()) };
-    let (parts, body) = std::mem::take(req).into_parts();
-    let prefix = route.matched_prefix(&parts).map(str::len);
-    *req = Request::from_parts(parts, body);
-    let Some(prefix_len) = prefix else { return Ok(()) };
-    let path = req.uri().path();
-    let rest = &path[prefix_len.min(path.len())..];
-    let mut new_path = format!("{}{}", replacement.trim_end_matches('/'), rest);
-    if !new_path.starts_with('/') {
-        new_path.insert(0, '/');
-    }
-    if let Some(q) = req.uri().query() {
-        new_path.push('?');
-        new_path.push_str(q);
-    }
+fn set_path(req: &mut Request<Body>, path_and_query: &str) -> Result<(), BoxError> {
+    let invalid = || BadRequest { reason: "rewritten path is invalid" };
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(new_path.parse().map_err(|_| BadRequest { reason: "rewritten path is invalid" })?);
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| BadRequest { reason: "rewritten path is invalid" })?;
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| invalid())?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| invalid())?;
     Ok(())
 }

@@ -38,7 +38,7 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, ma
         // The one place errors become responses (404/400/503/504/502 with x-attache-error).
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before anything reads headers.
-        .layer(StageLayer(strict::Strict))
+        .layer(StageLayer(strict::Strict { inbound: false }))
         // A fast 503 instead of an unbounded queue when the listener is saturated.
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
@@ -66,7 +66,7 @@ pub fn inbound(
         // Errors become responses here.
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before the app sees anything.
-        .layer(StageLayer(strict::Strict))
+        .layer(StageLayer(strict::Strict { inbound: true }))
         // Shed load instead of queueing it.
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))

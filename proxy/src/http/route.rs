@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use attache_config::model::Route;
 use http::request::Parts;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use tokio::sync::watch;
 
 use super::meta::RequestMeta;
@@ -19,6 +19,8 @@ use crate::errors::{BadRequest, BoxError, NoRoute};
 pub struct Target {
     pub plane: Arc<Dataplane>,
     pub route: Arc<Route>,
+    /// The path (and query) after the route's prefix rewrite, decided when the route matched.
+    pub rewritten_path: Option<String>,
 }
 
 /// Outbound routes by host; inbound (`Some(listener)`) always picks the listener's app route.
@@ -47,7 +49,8 @@ impl Middleware for RouteStage {
         if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
             let _ = meta.route.set(route.clone());
         }
-        head.extensions.insert(Target { plane, route });
+        let rewritten_path = route.rewritten_path(&head);
+        head.extensions.insert(Target { plane, route, rewritten_path });
         Box::pin(next.call(Request::from_parts(head, body)))
     }
 }
@@ -62,19 +65,24 @@ fn no_route(head: &Parts) -> BoxError {
     NoRoute { host: super::authority(&head.uri, &head.headers).unwrap_or("").to_owned() }.into()
 }
 
-/// The upstream client needs `http://authority/path`; origin-form requests take the authority from `Host`.
+/// The upstream client needs `http://authority/path`; origin-form requests take the authority from `Host`. Host is
+/// then set to that authority (RFC 9112 3.2.2: a proxy replaces Host with the target's authority), so the upstream
+/// sees the name the request was routed by.
 fn absolute_uri(head: &mut Parts) -> Result<(), BoxError> {
-    if head.uri.authority().is_some() && head.uri.scheme().is_some() {
-        return Ok(());
+    if head.uri.authority().is_none() || head.uri.scheme().is_none() {
+        let authority =
+            super::authority(&head.uri, &head.headers).ok_or(BadRequest { reason: "no authority or Host" })?;
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        head.uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| BadRequest { reason: "invalid authority" })?;
     }
-    let authority = super::authority(&head.uri, &head.headers).ok_or(BadRequest { reason: "no authority or Host" })?;
-    let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|_| BadRequest { reason: "invalid authority" })?;
-    head.uri = uri;
+    if let Some(authority) = head.uri.authority() {
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest { reason: "invalid authority" })?;
+        head.headers.insert(http::header::HOST, host);
+    }
     Ok(())
 }

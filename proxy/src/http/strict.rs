@@ -10,15 +10,29 @@ use http::{Request, Response, Version};
 use super::h1_guard::HeadVerdict;
 use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
-use crate::errors::{BadRequest, BoxError};
+use crate::errors::{BadRequest, BoxError, Unsupported};
 
-/// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names.
-const HOP_BY_HOP: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "upgrade", "trailer"];
+/// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names. Transfer-Encoding is framing of one
+/// hop: hyper frames each side itself.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "upgrade",
+    "trailer",
+    "transfer-encoding",
+];
 
-/// HTTP/1 strictness and hop-by-hop hygiene.
+/// Headers only the proxy may set; a client's copies are dropped inbound.
+const OWN_PREFIX: &str = "x-attache-";
+
+/// HTTP/1 strictness and hop-by-hop hygiene; inbound also drops client-sent `x-attache-*` headers.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Strict;
+pub struct Strict {
+    pub inbound: bool,
+}
 
 impl Middleware for Strict {
     fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
@@ -32,6 +46,9 @@ impl Middleware for Strict {
         let upgrading = super::upgrade::is_upgrade(&req);
         let version = req.version();
         strip_hop_by_hop(req.headers_mut(), upgrading);
+        if self.inbound {
+            strip_own_headers(req.headers_mut());
+        }
         let fut = next.call(req);
         Box::pin(async move {
             let mut rsp = fut.await?;
@@ -47,7 +64,17 @@ impl Middleware for Strict {
 }
 
 /// The request-framing rules hyper does not enforce itself.
-pub fn check<B>(req: &Request<B>) -> Result<(), BadRequest> {
+pub fn check<B>(req: &Request<B>) -> Result<(), BoxError> {
+    if req.method() == http::Method::CONNECT {
+        return Err(Unsupported { what: "CONNECT tunnels" }.into());
+    }
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(BadRequest { reason: "more than one Host header" }.into());
+    }
+    Ok(check_framing(req)?)
+}
+
+fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
     match req.extensions().get::<HeadVerdict>() {
         Some(HeadVerdict::ContentLengthWithTransferEncoding) => {
             return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" })
@@ -71,6 +98,13 @@ pub fn check<B>(req: &Request<B>) -> Result<(), BadRequest> {
         return Err(BadRequest { reason: "HTTP/1.1 request without Host" });
     }
     Ok(())
+}
+
+fn strip_own_headers(headers: &mut HeaderMap) {
+    let own: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+    for name in own {
+        headers.remove(name);
+    }
 }
 
 /// Removes hop-by-hop headers. `TE: trailers` survives (gRPC needs it); while switching protocols, `Upgrade` and

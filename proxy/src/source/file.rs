@@ -15,6 +15,8 @@ use crate::metrics::{ConfigMetrics, ResultLabels};
 
 /// Quiet time after the last file event before reloading: editors write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A directory that never goes quiet still gets its reload after this long.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Also re-check this often, in case an event was missed (network filesystems, some editors).
 const RECHECK: Duration = Duration::from_secs(5);
 
@@ -56,8 +58,15 @@ pub fn watch(
                 ev = events.recv() => if ev.is_none() { return },
                 () = tokio::time::sleep(RECHECK) => {}
             }
-            // Debounce: wait until the directory has been quiet for a moment.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
+            // Debounce: wait until the directory has been quiet for a moment, but never longer than MAX_DEBOUNCE.
+            let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+            loop {
+                let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+                match tokio::time::timeout_at(quiet_until, events.recv()).await {
+                    Ok(Some(())) if tokio::time::Instant::now() < give_up => {}
+                    _ => break,
+                }
+            }
             reload(&path, &tx, &status, &metrics);
         }
     });
