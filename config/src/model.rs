@@ -12,6 +12,10 @@ use http::{HeaderName, HeaderValue, Method};
 
 use crate::spec::ConfigSpec;
 
+pub mod resilience;
+
+pub use self::resilience::*;
+
 /// One complete, valid configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -44,6 +48,7 @@ pub struct Limits {
     pub max_header_count: usize,
     pub max_head_bytes: usize,
     pub max_concurrent_requests: usize,
+    pub max_concurrent_per_backend: usize,
     pub max_pending_per_backend: usize,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
@@ -70,6 +75,8 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     /// Where opaque TCP (and, inbound, HTTP) goes.
     pub target: ListenerTarget,
+    /// Inbound HTTP rate limit.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +113,9 @@ pub struct Route {
     pub backends: Vec<WeightedBackend>,
     pub sticky: Option<Sticky>,
     pub timeout: Duration,
+    pub retry: Option<RetryPolicy>,
+    pub rate_limit: Option<RateLimit>,
+    pub fault: Option<Fault>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -192,6 +202,10 @@ pub struct Backend {
     pub protocol: UpstreamProtocol,
     pub dns_refresh: Duration,
     pub connect_timeout: Duration,
+    /// `None`: the breaker is disabled.
+    pub breaker: Option<BreakerPolicy>,
+    pub bulkhead: Bulkhead,
+    pub health_check: Option<HealthCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attache_config::model::{
-    Backend, EndpointAddr, Filters, ListenerTarget, Route, Snapshot, UpstreamProtocol, WeightedBackend,
+    Backend, Bulkhead, EndpointAddr, Filters, Limits, ListenerTarget, RateLimit, Route, Snapshot, UpstreamProtocol,
+    WeightedBackend,
 };
 use tokio::sync::watch;
 
@@ -54,25 +55,34 @@ async fn build(backends: &mut Backends, snapshot: Arc<Snapshot>) -> Dataplane {
     let mut inbound = HashMap::new();
     for listener in &snapshot.listeners {
         let ListenerTarget::App(addr) = listener.target else { continue };
-        let app = app_backend(&listener.name, EndpointAddr::Socket(addr), limits.connect_timeout);
-        inbound.insert(listener.name.clone(), Arc::new(app_route(&listener.name, &app.name, limits.request_timeout)));
+        let app = app_backend(&listener.name, EndpointAddr::Socket(addr), limits);
+        let route = app_route(&listener.name, &app.name, limits.request_timeout, listener.rate_limit.clone());
+        inbound.insert(listener.name.clone(), Arc::new(route));
         wanted.push(Arc::new(app));
     }
     let backends = backends.reconcile(&wanted, limits).await;
     Dataplane { snapshot, backends, inbound }
 }
 
-fn app_backend(listener: &str, endpoint: EndpointAddr, connect_timeout: Duration) -> Backend {
+/// The local app as a backend: one endpoint, no breaker (ejecting the only endpoint helps no one; the caller's
+/// sidecar breaks on its side).
+fn app_backend(listener: &str, endpoint: EndpointAddr, limits: &Limits) -> Backend {
     Backend {
         name: Arc::from(format!("app:{listener}")),
         endpoints: vec![endpoint],
         protocol: UpstreamProtocol::Auto,
         dns_refresh: Duration::from_secs(5),
-        connect_timeout,
+        connect_timeout: limits.connect_timeout,
+        breaker: None,
+        bulkhead: Bulkhead {
+            max_concurrent: limits.max_concurrent_per_backend,
+            max_pending: limits.max_pending_per_backend,
+        },
+        health_check: None,
     }
 }
 
-fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration) -> Route {
+fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration, rate_limit: Option<RateLimit>) -> Route {
     Route {
         service: listener.clone(),
         name: Arc::from("app"),
@@ -81,5 +91,8 @@ fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration) -> Rout
         backends: vec![WeightedBackend { name: backend.clone(), weight: 1 }],
         sticky: None,
         timeout,
+        retry: None,
+        rate_limit,
+        fault: None,
     }
 }

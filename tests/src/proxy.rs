@@ -87,6 +87,12 @@ impl TestProxy {
         self.handle().listener_addr(name).unwrap_or_else(|| panic!("no listener named {name}"))
     }
 
+    /// The bound address of the listener called `name`, or `None` while there is no such listener (e.g. during a
+    /// reload that renames it).
+    pub fn try_listener(&self, name: &str) -> Option<SocketAddr> {
+        self.handle().listener_addr(name)
+    }
+
     /// The listener named `outbound`.
     pub fn outbound(&self) -> SocketAddr {
         self.listener("outbound")

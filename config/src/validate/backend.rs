@@ -70,7 +70,21 @@ pub(super) fn backends(
             UpstreamProtocolSpec::Http2 => UpstreamProtocol::Http2,
             UpstreamProtocolSpec::Auto => UpstreamProtocol::Auto,
         };
-        let backend = Backend { name: name.clone(), endpoints, protocol, dns_refresh, connect_timeout };
+        let bulkhead = crate::model::Bulkhead {
+            max_concurrent: ctx.limits.max_concurrent_per_backend,
+            max_pending: ctx.limits.max_pending_per_backend,
+        };
+        // TODO(issue 3, validation in progress): breaker, bulkhead and health check from the spec.
+        let backend = Backend {
+            name: name.clone(),
+            endpoints,
+            protocol,
+            dns_refresh,
+            connect_timeout,
+            breaker: None,
+            bulkhead,
+            health_check: None,
+        };
         out.entry(name).or_insert_with(|| Arc::new(backend));
     }
     out

@@ -43,6 +43,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option
                     ListenerProtocolSpec::Opaque => ListenerProtocol::Opaque,
                 },
                 target,
+                rate_limit: None,
             }));
         }
     }

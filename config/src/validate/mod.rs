@@ -122,6 +122,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         max_header_count: count("max_header_count", spec.max_header_count),
         max_head_bytes: count("max_head_bytes", spec.max_head_bytes),
         max_concurrent_requests: count("max_concurrent_requests", spec.max_concurrent_requests),
+        max_concurrent_per_backend: count("max_concurrent_per_backend", spec.max_concurrent_per_backend),
         max_pending_per_backend: count("max_pending_per_backend", spec.max_pending_per_backend),
         pool_idle_timeout,
         pool_max_idle_per_endpoint: count("pool_max_idle_per_endpoint", spec.pool_max_idle_per_endpoint),

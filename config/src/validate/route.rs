@@ -24,7 +24,18 @@ pub(super) fn route(ctx: &mut Ctx<'_>, path: &str, service: &Arc<str>, spec: &Ro
         None => ctx.limits.request_timeout,
     };
     let name = Arc::from(spec.name.as_str());
-    Some(Route { service: service.clone(), name, matches, filters, backends, sticky, timeout })
+    Some(Route {
+        service: service.clone(),
+        name,
+        matches,
+        filters,
+        backends,
+        sticky,
+        timeout,
+        retry: None,
+        rate_limit: None,
+        fault: None,
+    })
 }
 
 /// The entries with a positive weight.

@@ -11,6 +11,9 @@ fn backend(endpoints: Vec<EndpointAddr>) -> Arc<Backend> {
         protocol: UpstreamProtocol::Http1,
         dns_refresh: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
+        breaker: None,
+        bulkhead: attache_config::model::Bulkhead { max_concurrent: 10, max_pending: 10 },
+        health_check: None,
     })
 }
 

@@ -102,6 +102,9 @@ mod tests {
             backends: weights.iter().map(|(n, w)| WeightedBackend { name: Arc::from(*n), weight: *w }).collect(),
             sticky,
             timeout: Duration::from_secs(1),
+            retry: None,
+            rate_limit: None,
+            fault: None,
         }
     }
 

@@ -6,6 +6,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod resilience;
+
+pub use self::resilience::*;
+
 /// A whole proxy configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +60,9 @@ pub struct LimitsSpec {
     pub max_head_bytes: u32,
     /// Requests in flight per listener before new ones are shed with 503.
     pub max_concurrent_requests: u32,
-    /// Requests waiting for an endpoint, per backend, before new ones are shed with 503.
+    /// Requests in flight per backend (bulkhead) unless the backend sets its own.
+    pub max_concurrent_per_backend: u32,
+    /// Requests waiting for a slot, per backend, before new ones are shed with 503.
     pub max_pending_per_backend: u32,
     /// Idle pooled upstream connections are closed after this long.
     pub pool_idle_timeout: String,
@@ -106,6 +112,9 @@ pub struct ListenerSpec {
     /// Outbound only: the backend that non-HTTP (opaque TCP) connections are forwarded to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_backend: Option<String>,
+    /// Inbound only: a rate limit on HTTP requests to the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// A logical service, addressed by host name.
@@ -140,6 +149,15 @@ pub struct RouteSpec {
     /// Whole-request deadline; defaults to `limits.request_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Retries (off unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// Rate limit for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Fault injection for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultSpec>,
 }
 
 /// All conditions of one match must hold.
@@ -287,6 +305,18 @@ pub struct BackendSpec {
     /// Connect timeout for this backend; defaults to `limits.connect_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<String>,
+    /// Per-endpoint circuit breaking; on by default.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerSpec,
+    /// Requests in flight to this backend at most (bulkhead); default `limits.max_concurrent_per_backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Requests waiting for a slot at most; beyond, a fast 503; default `limits.max_pending_per_backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Active health checks feeding the same endpoint gate as the circuit breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 fn default_admin_address() -> String {
@@ -314,6 +344,7 @@ impl Default for LimitsSpec {
             max_header_count: 100,
             max_head_bytes: 64 * 1024,
             max_concurrent_requests: 10_000,
+            max_concurrent_per_backend: 10_000,
             max_pending_per_backend: 1_000,
             pool_idle_timeout: "90s".to_owned(),
             pool_max_idle_per_endpoint: 64,
