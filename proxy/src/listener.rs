@@ -20,6 +20,7 @@ use crate::dataplane::Dataplane;
 use crate::detect::{detect, Protocol};
 use crate::drain;
 use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
+use crate::http::meta::ClientAddr;
 use crate::http::upgrade::{self, Tunnel};
 use crate::http::HttpService;
 use crate::io::{Activity, Metered, Prefixed};
@@ -93,15 +94,15 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Context) {
         activity.clone(),
     );
     match protocol {
-        Protocol::Http1 => serve_h1(io, &ctx, &limits, activity).await,
-        Protocol::Http2 => serve_h2(io, &ctx, &limits, activity).await,
+        Protocol::Http1 => serve_h1(io, &ctx, &limits, activity, peer).await,
+        Protocol::Http2 => serve_h2(io, &ctx, &limits, activity, peer).await,
         Protocol::Opaque => serve_tcp(io, &ctx, &listener, &plane, &limits, activity, peer).await,
     }
 }
 
 type Io = Metered<Prefixed<TcpStream>>;
 
-async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
+async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity, peer: SocketAddr) {
     let verdicts = HeadVerdicts::default();
     // The guard must track at least what hyper accepts, or it would stop early and leave later heads unchecked.
     let max_head_bytes = limits.max_head_bytes.max(8192);
@@ -116,6 +117,7 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
     };
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
+        req.extensions_mut().insert(ClientAddr(peer));
         // No verdict means the guard stopped following this connection's framing: answer, then close.
         let verdict = verdicts.pop();
         let unverified = verdict.is_none();
@@ -146,10 +148,13 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
     drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
 }
 
-async fn serve_h2(io: Io, ctx: &Context, limits: &Limits, activity: Activity) {
+async fn serve_h2(io: Io, ctx: &Context, limits: &Limits, activity: Activity, peer: SocketAddr) {
     let http = ctx.http.clone();
-    let svc =
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| http.clone().oneshot(req.map(Body::from)));
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::from);
+        req.extensions_mut().insert(ClientAddr(peer));
+        http.clone().oneshot(req)
+    });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())

@@ -9,7 +9,13 @@ use attache_config::model::Route;
 pub struct RequestMeta {
     pub route: OnceLock<Arc<Route>>,
     pub backend: OnceLock<Arc<str>>,
+    /// An injected fault (`delay`, `abort`), for the access log.
+    pub fault: OnceLock<&'static str>,
 }
+
+/// The downstream client's address, inserted into every request by the connection that carried it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 impl RequestMeta {
     pub fn of<B>(req: &http::Request<B>) -> Option<&Arc<RequestMeta>> {

@@ -122,6 +122,7 @@ impl Drop for AccessLog {
             service = route.map_or("", |r| &*r.service),
             route = route.map_or("", |r| &*r.name),
             backend = self.meta.backend.get().map_or("", |b| &**b),
+            fault = self.meta.fault.get().copied().unwrap_or(""),
             status = self.status,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             bytes = self.bytes,
