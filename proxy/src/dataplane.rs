@@ -34,7 +34,7 @@ pub async fn spawn(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: &Metrics,
 ) -> watch::Receiver<Arc<Dataplane>> {
-    let mut backends = Backends::new(metrics.discovery.clone());
+    let mut backends = Backends::new(metrics.discovery.clone(), metrics.backend.clone());
     let first = snapshots.borrow_and_update().clone();
     let (tx, rx) = watch::channel(Arc::new(build(&mut backends, first).await));
     tokio::spawn(async move {

@@ -28,6 +28,30 @@ pub struct Unsupported {
     pub what: &'static str,
 }
 
+/// Every endpoint of the backend is ejected by its breaker or failing health checks. Not retried against the same
+/// backend.
+#[derive(Debug, thiserror::Error)]
+#[error("every endpoint of backend {backend} is unavailable (circuit open)")]
+pub struct CircuitOpen {
+    pub backend: Arc<str>,
+}
+
+/// A bulkhead (per-backend concurrency and pending bound) is full.
+#[derive(Debug, thiserror::Error)]
+#[error("backend {backend} is overloaded: {what}")]
+pub struct Overloaded {
+    pub backend: Arc<str>,
+    pub what: &'static str,
+}
+
+/// An attempt took longer than the route's per-try timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("attempt to {addr} timed out after {after:?}")]
+pub struct PerTryTimeout {
+    pub addr: SocketAddr,
+    pub after: Duration,
+}
+
 /// The backend has no endpoint to send to.
 #[derive(Debug, thiserror::Error)]
 #[error("backend {backend} has no endpoints")]
@@ -82,8 +106,11 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         if e.is::<Unsupported>() {
             return r(S::NOT_IMPLEMENTED, "unsupported");
         }
-        // A listener's concurrency limit or a backend's pending queue is full.
-        if e.is::<tower::load_shed::error::Overloaded>() {
+        if e.is::<CircuitOpen>() {
+            return r(S::SERVICE_UNAVAILABLE, "circuit-open");
+        }
+        // A listener's concurrency limit or a backend's bulkhead is full.
+        if e.is::<Overloaded>() || e.is::<tower::load_shed::error::Overloaded>() {
             return r(S::SERVICE_UNAVAILABLE, "overloaded");
         }
         if e.is::<NoEndpoints>() {
@@ -92,7 +119,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         if e.is::<ConnectFailed>() {
             return r(S::SERVICE_UNAVAILABLE, "connect-failed");
         }
-        if e.is::<RequestTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
+        if e.is::<RequestTimeout>() || e.is::<PerTryTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
             return r(S::GATEWAY_TIMEOUT, "timeout");
         }
         if e.is::<UpstreamFailed>() {

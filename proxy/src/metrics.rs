@@ -97,6 +97,34 @@ pub struct DiscoveryMetrics {
     pub resolutions: Family<BackendResultLabels, Counter>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub backend: Name,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub backend: Name,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FastFailLabels {
+    pub backend: Name,
+    pub reason: &'static str,
+}
+
+/// Circuit breaking and bulkheads.
+#[derive(Clone, Debug)]
+pub struct BackendMetrics {
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<EndpointLabels, Gauge>,
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    /// Requests failed without trying an endpoint: `circuit-open`, `no-endpoints`, `overloaded`.
+    pub fast_failures: Family<FastFailLabels, Counter>,
+}
+
 /// Every family the proxy exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -104,6 +132,7 @@ pub struct Metrics {
     pub conn: ConnMetrics,
     pub config: ConfigMetrics,
     pub discovery: DiscoveryMetrics,
+    pub backend: BackendMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -211,6 +240,26 @@ impl Metrics {
             "DNS resolutions of backend endpoints by result",
             discovery.resolutions.clone(),
         );
-        Self { http, conn, config, discovery }
+        let backend = BackendMetrics {
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            fast_failures: Family::default(),
+        };
+        reg.register(
+            "breaker_state",
+            "Circuit breaker state per endpoint: 0 closed, 1 open, 2 half-open",
+            backend.breaker_state.clone(),
+        );
+        reg.register(
+            "breaker_transitions",
+            "Circuit breaker transitions by new state",
+            backend.breaker_transitions.clone(),
+        );
+        reg.register(
+            "backend_fast_failures",
+            "Requests failed fast without trying an endpoint, by reason",
+            backend.fast_failures.clone(),
+        );
+        Self { http, conn, config, discovery, backend }
     }
 }

@@ -1,34 +1,24 @@
 //! Endpoint discovery for one backend: static addresses at once, DNS names re-resolved every `dns_refresh` (the
-//! last good answer is kept when a lookup fails). Changes are diffed so unchanged endpoints keep their load state.
+//! last good answer is kept when a lookup fails). Endpoints are kept by address, so an unchanged endpoint keeps its
+//! connections, load estimate and breaker state across DNS changes and config reloads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use attache_config::model::{Backend, EndpointAddr};
-use tokio::sync::{mpsc, watch};
-use tower::discover::Change;
-use tower::load::{CompleteOnResponse, PeakEwma};
+use tokio::sync::watch;
 
+use super::balance::EndpointState;
 use super::endpoint::{Endpoint, PoolSettings};
 use crate::metrics::{BackendLabels, BackendResultLabels, DiscoveryMetrics, Name};
 
-pub(super) type Balanced = PeakEwma<Endpoint, CompleteOnResponse>;
-pub(super) type Update = Result<Change<SocketAddr, Balanced>, Infallible>;
-
-/// Peak-EWMA starts every endpoint at this round-trip estimate and decays over this window.
-const DEFAULT_RTT: Duration = Duration::from_millis(30);
-const DECAY: Duration = Duration::from_secs(10);
+/// The endpoints of one backend, as the balancer sees them.
+pub type Endpoints = Arc<[Arc<EndpointState>]>;
 const DNS_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Addresses taken from one DNS answer; the rest are ignored (and logged).
 const MAX_ADDRS_PER_NAME: usize = 256;
-
-/// The most addresses `backend` can resolve to.
-pub(super) fn max_addresses(backend: &Backend) -> usize {
-    backend.endpoints.iter().map(|e| if matches!(e, EndpointAddr::Dns { .. }) { MAX_ADDRS_PER_NAME } else { 1 }).sum()
-}
 
 /// Looks a name up; injectable so tests can make DNS fail or change.
 pub type Resolver = Arc<dyn Fn(String, u16) -> BoxFuture<std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
@@ -43,22 +33,23 @@ pub fn system_resolver() -> Resolver {
 pub(super) struct Discovery {
     resolver: Resolver,
     pub config: watch::Receiver<Arc<Backend>>,
-    pub updates: mpsc::Sender<Update>,
-    pub addrs: watch::Sender<Arc<[SocketAddr]>>,
+    pub endpoints: watch::Sender<Endpoints>,
     pub pool: PoolSettings,
     pub metrics: DiscoveryMetrics,
     /// Last good answer per DNS entry.
     resolved: BTreeMap<(String, u16), Vec<SocketAddr>>,
-    /// What the balancer currently holds, and the settings its clients were built with.
-    current: BTreeSet<SocketAddr>,
-    built_for: Option<(attache_config::model::UpstreamProtocol, Duration)>,
+    /// What the balancer currently holds, and the settings its endpoints were built with.
+    current: BTreeMap<SocketAddr, Arc<EndpointState>>,
+    built_for: Option<Settings>,
 }
+
+/// What an endpoint's client and breaker are built from: a change rebuilds every endpoint.
+type Settings = (attache_config::model::UpstreamProtocol, Duration, Option<attache_config::model::BreakerPolicy>);
 
 impl Discovery {
     pub fn new(
         config: watch::Receiver<Arc<Backend>>,
-        updates: mpsc::Sender<Update>,
-        addrs: watch::Sender<Arc<[SocketAddr]>>,
+        endpoints: watch::Sender<Endpoints>,
         pool: PoolSettings,
         metrics: DiscoveryMetrics,
         resolver: Resolver,
@@ -66,12 +57,11 @@ impl Discovery {
         Self {
             resolver,
             config,
-            updates,
-            addrs,
+            endpoints,
             pool,
             metrics,
             resolved: BTreeMap::new(),
-            current: BTreeSet::new(),
+            current: BTreeMap::new(),
             built_for: None,
         }
     }
@@ -103,29 +93,28 @@ impl Discovery {
         self.metrics.endpoints.remove(&BackendLabels { backend: Name(name) });
     }
 
-    /// Brings the balancer's endpoint set in line with `backend`. Errs when the balancer is gone.
+    /// Brings the balancer's endpoint set in line with `backend`, keeping the state of endpoints that stay. Errs
+    /// when every handle to the backend is gone.
     pub async fn sync(&mut self, backend: &Backend) -> Result<(), ()> {
         let desired = self.desired(backend).await;
-        let settings = (backend.protocol, backend.connect_timeout);
+        let settings = (backend.protocol, backend.connect_timeout, backend.breaker);
         if self.built_for.is_some_and(|b| b != settings) {
-            // Clients are built for a protocol and connect timeout: rebuild them all.
-            for addr in std::mem::take(&mut self.current) {
-                self.updates.send(Ok(Change::Remove(addr))).await.map_err(drop)?;
-            }
+            self.current.clear();
         }
         self.built_for = Some(settings);
-        for addr in self.current.difference(&desired).copied().collect::<Vec<_>>() {
-            self.updates.send(Ok(Change::Remove(addr))).await.map_err(drop)?;
+        self.current.retain(|addr, _| desired.contains(addr));
+        for addr in desired {
+            self.current.entry(addr).or_insert_with(|| {
+                let client = Endpoint::new(addr, backend.protocol, backend.connect_timeout, self.pool);
+                Arc::new(EndpointState::new(addr, client, backend.breaker))
+            });
         }
-        for addr in desired.difference(&self.current).copied().collect::<Vec<_>>() {
-            let endpoint = Endpoint::new(addr, backend.protocol, backend.connect_timeout, self.pool);
-            let balanced = PeakEwma::new(endpoint, DEFAULT_RTT, DECAY.as_nanos() as f64, CompleteOnResponse::default());
-            self.updates.send(Ok(Change::Insert(addr, balanced))).await.map_err(drop)?;
-        }
-        self.current = desired;
         let labels = BackendLabels { backend: Name(backend.name.clone()) };
         self.metrics.endpoints.get_or_create(&labels).set(self.current.len() as i64);
-        self.addrs.send_replace(self.current.iter().copied().collect());
+        self.endpoints.send_replace(self.current.values().cloned().collect());
+        if self.endpoints.is_closed() {
+            return Err(());
+        }
         Ok(())
     }
 

@@ -32,27 +32,24 @@ fn addr(last: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, last], 80))
 }
 
-type Harness = (Discovery, mpsc::Receiver<Update>, watch::Receiver<Arc<[SocketAddr]>>, watch::Sender<Arc<Backend>>);
+type Harness = (Discovery, watch::Receiver<Endpoints>, watch::Sender<Arc<Backend>>);
 
 fn discovery(b: &Arc<Backend>, resolver: Resolver) -> Harness {
     let (cfg_tx, cfg_rx) = watch::channel(b.clone());
-    let (tx, rx) = mpsc::channel(64);
-    let (addrs_tx, addrs_rx) = watch::channel(Arc::from(Vec::new()));
+    let (tx, rx) = watch::channel(Endpoints::from(Vec::new()));
     let pool = PoolSettings { idle_timeout: Duration::from_secs(1), max_idle: 1 };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = crate::metrics::Metrics::register(&mut registry).discovery;
-    (Discovery::new(cfg_rx, tx, addrs_tx, pool, metrics, resolver), rx, addrs_rx, cfg_tx)
+    (Discovery::new(cfg_rx, tx, pool, metrics, resolver), rx, cfg_tx)
 }
 
-fn drain(rx: &mut mpsc::Receiver<Update>) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-    let (mut ins, mut rem) = (vec![], vec![]);
-    while let Ok(Ok(change)) = rx.try_recv() {
-        match change {
-            Change::Insert(a, _) => ins.push(a),
-            Change::Remove(a) => rem.push(a),
-        }
-    }
-    (ins, rem)
+fn addrs(rx: &watch::Receiver<Endpoints>) -> Vec<SocketAddr> {
+    rx.borrow().iter().map(|e| e.addr).collect()
+}
+
+/// The state object of `addr`, to check it survives changes.
+fn state_of(rx: &watch::Receiver<Endpoints>, addr: SocketAddr) -> Arc<super::super::balance::EndpointState> {
+    rx.borrow().iter().find(|e| e.addr == addr).cloned().expect("endpoint present")
 }
 
 #[tokio::test(start_paused = true)]
@@ -60,26 +57,26 @@ async fn dns_failure_keeps_the_last_good_answer_and_changes_are_diffed() {
     let b = backend(vec![EndpointAddr::Dns { host: "svc".into(), port: 80 }]);
     let (resolver, answer) = scripted();
     *answer.lock().unwrap() = Some(vec![addr(1), addr(2)]);
-    let (d, mut rx, addrs, _cfg) = discovery(&b, resolver);
+    let (d, rx, _cfg) = discovery(&b, resolver);
     let task = tokio::spawn(async move {
         let mut d = d;
         d.sync(&b).await.unwrap();
         d.run().await;
     });
     tokio::task::yield_now().await;
-    assert_eq!(drain(&mut rx), (vec![addr(1), addr(2)], vec![]));
+    assert_eq!(addrs(&rx), [addr(1), addr(2)]);
+    let kept = state_of(&rx, addr(2));
 
     // The lookup fails: nothing changes.
     *answer.lock().unwrap() = None;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(drain(&mut rx), (vec![], vec![]));
-    assert_eq!(&*addrs.borrow().clone(), &[addr(1), addr(2)]);
+    assert_eq!(addrs(&rx), [addr(1), addr(2)]);
 
-    // A new answer: only the difference is sent, so addr(2) keeps its load estimate.
+    // A new answer: addr(2) keeps its state (load estimate, breaker, connections).
     *answer.lock().unwrap() = Some(vec![addr(2), addr(3)]);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(drain(&mut rx), (vec![addr(3)], vec![addr(1)]));
-    assert_eq!(&*addrs.borrow().clone(), &[addr(2), addr(3)]);
+    assert_eq!(addrs(&rx), [addr(2), addr(3)]);
+    assert!(Arc::ptr_eq(&kept, &state_of(&rx, addr(2))));
     task.abort();
 }
 
@@ -87,17 +84,17 @@ async fn dns_failure_keeps_the_last_good_answer_and_changes_are_diffed() {
 async fn config_change_updates_static_endpoints_in_place() {
     let b = backend(vec![EndpointAddr::Socket(addr(1)), EndpointAddr::Socket(addr(2))]);
     let (resolver, _) = scripted();
-    let (d, mut rx, addrs, cfg) = discovery(&b, resolver);
+    let (d, rx, cfg) = discovery(&b, resolver);
     let task = tokio::spawn(async move {
         let mut d = d;
         d.sync(&b).await.unwrap();
         d.run().await;
     });
     tokio::task::yield_now().await;
-    assert_eq!(drain(&mut rx).0.len(), 2);
+    let kept = state_of(&rx, addr(2));
     cfg.send_replace(backend(vec![EndpointAddr::Socket(addr(2)), EndpointAddr::Socket(addr(4))]));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(drain(&mut rx), (vec![addr(4)], vec![addr(1)]));
-    assert_eq!(addrs.borrow().len(), 2);
+    assert_eq!(addrs(&rx), [addr(2), addr(4)]);
+    assert!(Arc::ptr_eq(&kept, &state_of(&rx, addr(2))));
     task.abort();
 }

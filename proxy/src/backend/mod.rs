@@ -1,7 +1,11 @@
-//! Backends: one balancer per backend (P2C over peak-EWMA among its endpoints), bounded by a pending queue that
-//! sheds instead of growing. Backends are long-lived state reconciled by name across config reloads, so an
-//! unchanged backend keeps its connection pools and load estimates.
+//! Backends: one balancer per backend (P2C over peak-EWMA among its admitting endpoints, `balance`), guarded by a
+//! bulkhead (concurrency and pending bounds that shed instead of queueing without end), with a circuit breaker per
+//! endpoint (`breaker`). Backends are long-lived state reconciled by name across config reloads, so an unchanged
+//! backend keeps its connection pools, load estimates and breaker states.
 
+mod balance;
+mod breaker;
+mod bulkhead;
 mod discover;
 pub mod endpoint;
 
@@ -10,38 +14,50 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use attache_config::model::{Backend, Limits};
 use http::{Request, Response};
-use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
+use tokio::sync::watch;
+use tower::Service;
 
-use self::discover::{Discovery, Update};
+use self::balance::{EndpointState, Pick};
+use self::breaker::{Admission, State};
+use self::bulkhead::Gate;
+use self::discover::{Discovery, Endpoints};
 use self::endpoint::PoolSettings;
-use crate::body::Body;
-use crate::errors::{BoxError, NoEndpoints};
-use crate::metrics::DiscoveryMetrics;
-
-/// Room for endpoint changes queued for a balancer besides one initial insert per address.
-const DISCOVERY_SLACK: usize = 64;
+use crate::body::{Body, BodyTap};
+use crate::errors::{BoxError, CircuitOpen, ConnectFailed, NoEndpoints, PerTryTimeout};
+use crate::metrics::{BackendMetrics, DiscoveryMetrics, EndpointLabels, FastFailLabels, Name, TransitionLabels};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-type Balancer = tower::buffer::Buffer<Request<Body>, BoxFuture<Result<Response<Body>, BoxError>>>;
 
-/// A cheap, cloneable handle to one backend's balancer.
+/// Which endpoint answered; set on responses so a retry can avoid it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedBy(pub SocketAddr);
+
+/// Set on a request by the retry layer: prefer any endpoint but this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avoid(pub SocketAddr);
+
+/// Set on a request by the retry layer: abandon the attempt after this long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptTimeout(pub Duration);
+
+/// A cheap, cloneable handle to one backend.
 #[derive(Clone)]
 pub struct BackendHandle {
     name: Arc<str>,
-    balancer: tower::load_shed::LoadShed<Balancer>,
-    addrs: watch::Receiver<Arc<[SocketAddr]>>,
-    /// Keeps the balancer's discovery stream open while any handle lives.
-    _updates: mpsc::Sender<Update>,
+    endpoints: watch::Receiver<Endpoints>,
+    gate: Arc<Gate>,
+    metrics: BackendMetrics,
 }
 
 /// Owns every backend's discovery task; reconciles them by name.
 pub struct Backends {
     entries: HashMap<Arc<str>, Entry>,
     metrics: DiscoveryMetrics,
+    backend_metrics: BackendMetrics,
     resolver: discover::Resolver,
 }
 
@@ -57,23 +73,142 @@ impl BackendHandle {
 
     /// The endpoints currently known, for opaque TCP.
     pub fn addrs(&self) -> Arc<[SocketAddr]> {
-        self.addrs.borrow().clone()
+        self.endpoints.borrow().iter().map(|e| e.addr).collect()
     }
 
-    /// Sends one request to the least-loaded of two random endpoints; fails fast when there are none or the
-    /// pending bound is reached.
+    /// Whether some endpoint would take a request now (the split steers around backends that would not).
+    pub fn is_available(&self) -> bool {
+        self.endpoints.borrow().iter().any(|e| e.is_available())
+    }
+
+    /// Sends one request: waits for a bulkhead slot (bounded), picks an endpoint, records the outcome in its
+    /// breaker. The bulkhead slot is held until the response body ends.
     pub fn call(&self, req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
-        if self.addrs.borrow().is_empty() {
-            let err: BoxError = Box::new(NoEndpoints { backend: self.name.clone() });
-            return Box::pin(std::future::ready(Err(err)));
+        let this = self.clone();
+        Box::pin(async move {
+            let permit = match this.gate.enter(&this.name).await {
+                Ok(p) => p,
+                Err(e) => return Err(this.fast_fail("overloaded", e.into())),
+            };
+            let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
+            let endpoints = this.endpoints.borrow().clone();
+            let (endpoint, admission) = match balance::pick(&endpoints, avoid) {
+                Pick::Endpoint(e, a) => (e, a),
+                Pick::Empty => {
+                    return Err(this.fast_fail("no-endpoints", NoEndpoints { backend: this.name.clone() }.into()))
+                }
+                Pick::AllUnavailable => {
+                    return Err(this.fast_fail("circuit-open", CircuitOpen { backend: this.name.clone() }.into()))
+                }
+            };
+            if admission == Some(Admission::Probe) {
+                this.breaker_changed(&endpoint, State::HalfOpen);
+            }
+            let rsp = this.attempt(&endpoint, admission, req).await?;
+            Ok(rsp.map(|b| b.tapped(Box::new(Hold(permit)))))
+        })
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        admission: Option<Admission>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, BoxError> {
+        let timeout = req.extensions_mut().remove::<AttemptTimeout>().map(|t| t.0);
+        let probe = ProbeGuard { endpoint: endpoint.clone(), admission, settled: false };
+        let in_flight = endpoint.start();
+        let mut client = endpoint.client.clone();
+        let call = client.call(req);
+        let result = match timeout {
+            Some(after) => match tokio::time::timeout(after, call).await {
+                Ok(r) => r,
+                Err(_) => Err(PerTryTimeout { addr: endpoint.addr, after }.into()),
+            },
+            None => call.await,
+        };
+        drop(in_flight);
+        let success = match &result {
+            Ok(rsp) => !rsp.status().is_server_error(),
+            Err(_) => false,
+        };
+        self.settle(probe, success);
+        let mut rsp = result?;
+        rsp.extensions_mut().insert(ServedBy(endpoint.addr));
+        Ok(rsp)
+    }
+
+    fn settle(&self, mut probe: ProbeGuard, success: bool) {
+        probe.settled = true;
+        let (Some(breaker), Some(admission)) = (probe.endpoint.breaker.as_ref(), probe.admission) else { return };
+        if let Some(state) = breaker.record(admission, success) {
+            self.breaker_changed(&probe.endpoint, state);
         }
-        Box::pin(self.balancer.clone().oneshot(req))
+    }
+
+    fn breaker_changed(&self, endpoint: &EndpointState, state: State) {
+        let (value, name) = match state {
+            State::Closed => (0, "closed"),
+            State::Open => (1, "open"),
+            State::HalfOpen => (2, "half-open"),
+        };
+        if state == State::Open {
+            tracing::warn!(backend = %self.name, endpoint = %endpoint.addr, "circuit opened: endpoint ejected");
+        } else {
+            tracing::info!(backend = %self.name, endpoint = %endpoint.addr, state = name, "circuit breaker");
+        }
+        let labels = EndpointLabels { backend: Name(self.name.clone()), endpoint: endpoint.addr.to_string() };
+        self.metrics.breaker_state.get_or_create(&labels).set(value);
+        let labels = TransitionLabels { backend: Name(self.name.clone()), state: name };
+        self.metrics.breaker_transitions.get_or_create(&labels).inc();
+    }
+
+    fn fast_fail(&self, reason: &'static str, err: BoxError) -> BoxError {
+        let labels = FastFailLabels { backend: Name(self.name.clone()), reason };
+        self.metrics.fast_failures.get_or_create(&labels).inc();
+        err
     }
 }
 
+/// Lets another request probe if a half-open probe is dropped without an outcome (its caller gave up).
+struct ProbeGuard {
+    endpoint: Arc<EndpointState>,
+    admission: Option<Admission>,
+    settled: bool,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if !self.settled && self.admission == Some(Admission::Probe) {
+            if let Some(b) = self.endpoint.breaker.as_ref() {
+                b.release_probe();
+            }
+        }
+    }
+}
+
+/// Keeps something alive (a bulkhead slot) until the response body ends.
+struct Hold<T>(T);
+
+impl<T: Send + 'static> BodyTap for Hold<T> {
+    fn data(&mut self, _len: usize) {}
+}
+
+/// Whether an error happened before anything reached the upstream (always safe to retry).
+pub fn nothing_sent(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ConnectFailed>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 impl Backends {
-    pub fn new(metrics: DiscoveryMetrics) -> Self {
-        Self { entries: HashMap::new(), metrics, resolver: discover::system_resolver() }
+    pub fn new(metrics: DiscoveryMetrics, backend_metrics: BackendMetrics) -> Self {
+        Self { entries: HashMap::new(), metrics, backend_metrics, resolver: discover::system_resolver() }
     }
 
     /// Makes the set of running backends equal to `wanted`, keeping unchanged ones, updating changed ones in place,
@@ -85,7 +220,7 @@ impl Backends {
     ) -> HashMap<Arc<str>, BackendHandle> {
         let mut out = HashMap::new();
         for backend in wanted {
-            let handle = match self.entries.get(&backend.name) {
+            let handle = match self.entries.get_mut(&backend.name) {
                 Some(entry) => {
                     entry.config.send_if_modified(|cur| {
                         let changed = **cur != **backend;
@@ -94,6 +229,10 @@ impl Backends {
                         }
                         changed
                     });
+                    if !entry.handle.gate.is(&backend.bulkhead) {
+                        // New bounds apply to new requests; those in flight finish under the old ones.
+                        entry.handle.gate = Arc::new(Gate::new(backend.bulkhead));
+                    }
                     entry.handle.clone()
                 }
                 None => {
@@ -111,25 +250,17 @@ impl Backends {
 
     async fn start(&self, backend: Arc<Backend>, limits: &Limits) -> Entry {
         let (config_tx, config_rx) = watch::channel(backend.clone());
-        // Sized so that the first sync (before anything polls the balancer) always fits; later syncs run in the
-        // discovery task and wait for room.
-        let (updates_tx, updates_rx) = mpsc::channel(discover::max_addresses(&backend) + DISCOVERY_SLACK);
-        let (addrs_tx, addrs_rx) = watch::channel(Arc::from(Vec::new()));
+        let (endpoints_tx, endpoints_rx) = watch::channel(Endpoints::from(Vec::new()));
         let pool = PoolSettings { idle_timeout: limits.pool_idle_timeout, max_idle: limits.pool_max_idle_per_endpoint };
-        let discover = tokio_stream::wrappers::ReceiverStream::new(updates_rx);
-        let balance = tower::balance::p2c::Balance::new(discover);
-        let boxed = tower::util::BoxService::new(balance.map_err(BoxError::from));
-        let buffer = tower::buffer::Buffer::new(boxed, limits.max_pending_per_backend.max(1));
-        let mut discovery =
-            Discovery::new(config_rx, updates_tx.clone(), addrs_tx, pool, self.metrics.clone(), self.resolver.clone());
+        let mut discovery = Discovery::new(config_rx, endpoints_tx, pool, self.metrics.clone(), self.resolver.clone());
         // The first resolution completes before the backend is visible, so no request sees it empty by accident.
         let _ = discovery.sync(&backend).await;
         tokio::spawn(discovery.run());
         let handle = BackendHandle {
             name: backend.name.clone(),
-            balancer: tower::load_shed::LoadShed::new(buffer),
-            addrs: addrs_rx,
-            _updates: updates_tx,
+            endpoints: endpoints_rx,
+            gate: Arc::new(Gate::new(backend.bulkhead)),
+            metrics: self.backend_metrics.clone(),
         };
         Entry { config: config_tx, handle }
     }

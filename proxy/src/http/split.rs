@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use attache_config::model::{Route, Sticky, WeightedBackend};
+use attache_config::model::{Sticky, WeightedBackend};
 use http::{Request, Response};
 
 use super::meta::RequestMeta;
@@ -29,7 +29,22 @@ impl tower::Service<Request<Body>> for Split {
         let Some(target) = req.extensions().get::<Target>().cloned() else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
         };
-        let chosen = choose(&target.route, &req);
+        let route = &target.route;
+        let mut chosen = choose(&route.backends, route.sticky.as_ref(), &req);
+        // A backend whose every endpoint is ejected gets none of the traffic while others can take it: the choice is
+        // made again, by weight, among those.
+        if route.backends.len() > 1 && target.plane.backend(&chosen.name).is_some_and(|b| !b.is_available()) {
+            let available: Vec<WeightedBackend> = route
+                .backends
+                .iter()
+                .filter(|b| target.plane.backend(&b.name).is_some_and(|h| h.is_available()))
+                .cloned()
+                .collect();
+            if !available.is_empty() {
+                let name = choose(&available, route.sticky.as_ref(), &req).name.clone();
+                chosen = route.backends.iter().find(|b| b.name == name).unwrap_or(chosen);
+            }
+        }
         if let Some(meta) = RequestMeta::of(&req) {
             let _ = meta.backend.set(chosen.name.clone());
         }
@@ -44,13 +59,17 @@ impl tower::Service<Request<Body>> for Split {
 }
 
 /// Picks a backend: by the sticky key's hash when there is one, at random otherwise, in proportion to weights.
-pub fn choose<'r, B>(route: &'r Route, req: &Request<B>) -> &'r WeightedBackend {
-    let backends = &route.backends;
+/// `backends` is never empty (validation).
+pub fn choose<'r, B>(
+    backends: &'r [WeightedBackend],
+    sticky: Option<&Sticky>,
+    req: &Request<B>,
+) -> &'r WeightedBackend {
     if backends.len() == 1 {
         return &backends[0];
     }
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    let point = match route.sticky.as_ref().and_then(|s| sticky_key(s, req)) {
+    let point = match sticky.and_then(|s| sticky_key(s, req)) {
         Some(key) => fnv1a(key) % total.max(1),
         None => rand::random_range(0..total.max(1)),
     };
@@ -90,6 +109,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use attache_config::model::Route;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -112,7 +132,7 @@ mod tests {
     fn weighted_split_is_within_two_points_over_ten_thousand() {
         let r = route(&[("stable", 90), ("canary", 10)], None);
         let req = Request::new(());
-        let canary = (0..10_000).filter(|_| &*choose(&r, &req).name == "canary").count();
+        let canary = (0..10_000).filter(|_| &*choose(&r.backends, r.sticky.as_ref(), &req).name == "canary").count();
         assert!((800..=1200).contains(&canary), "canary got {canary} of 10000");
     }
 
@@ -121,8 +141,8 @@ mod tests {
         let r = route(&[("a", 50), ("b", 50)], Some(Sticky::Header("x-user".parse().unwrap())));
         for user in ["alice", "bob", "carol", "dave"] {
             let req = Request::builder().header("x-user", user).body(()).unwrap();
-            let first = choose(&r, &req).name.clone();
-            assert!((0..100).all(|_| choose(&r, &req).name == first));
+            let first = choose(&r.backends, r.sticky.as_ref(), &req).name.clone();
+            assert!((0..100).all(|_| choose(&r.backends, r.sticky.as_ref(), &req).name == first));
         }
     }
 
