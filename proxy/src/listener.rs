@@ -118,9 +118,13 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity, pe
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
         req.extensions_mut().insert(ClientAddr(peer));
-        // No verdict means the guard stopped following this connection's framing: answer, then close.
+        // The framing guard stops following a connection after a request that may switch protocols (any Upgrade
+        // header, CONNECT), and a request with no verdict comes after it stopped: either way, unless the protocol
+        // really switches, answer and close, so no later request goes unchecked.
         let verdict = verdicts.pop();
-        let unverified = verdict.is_none();
+        let unverified = verdict.is_none()
+            || req.headers().contains_key(http::header::UPGRADE)
+            || req.method() == http::Method::CONNECT;
         if let Some(verdict) = verdict {
             req.extensions_mut().insert(verdict);
         }

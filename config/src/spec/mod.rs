@@ -62,7 +62,7 @@ pub struct LimitsSpec {
     pub max_concurrent_requests: u32,
     /// Requests in flight per backend (bulkhead) unless the backend sets its own.
     pub max_concurrent_per_backend: u32,
-    /// Requests waiting for a slot, per backend, before new ones are shed with 503.
+    /// Requests waiting for a slot, per backend, before new ones are shed with 503 (0: none wait).
     pub max_pending_per_backend: u32,
     /// Idle pooled upstream connections are closed after this long.
     pub pool_idle_timeout: String,
@@ -311,7 +311,7 @@ pub struct BackendSpec {
     /// Requests in flight to this backend at most (bulkhead); default `limits.max_concurrent_per_backend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<u32>,
-    /// Requests waiting for a slot at most; beyond, a fast 503; default `limits.max_pending_per_backend`.
+    /// Requests waiting for a slot at most (0: none); beyond, a fast 503; default `limits.max_pending_per_backend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
     /// Active health checks feeding the same endpoint gate as the circuit breaker.

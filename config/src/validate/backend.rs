@@ -1,11 +1,12 @@
-//! Backends: unique names, endpoints (`IP:port` or `dns-name:port`), timeouts with defaults from `limits`.
+//! Backends: unique names, endpoints (`IP:port` or `dns-name:port`), timeouts with defaults from `limits`, and the
+//! per-backend resilience settings (breaker, bulkhead, health check; checked in `resilience`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{fields, Ctx, Errors};
+use super::{fields, optional, resilience, Ctx, Errors};
 use crate::duration;
 use crate::model::{Backend, EndpointAddr, UpstreamProtocol};
 use crate::spec::{BackendSpec, UpstreamProtocolSpec};
@@ -63,27 +64,30 @@ pub(super) fn backends(
             Some(text) => ctx.errors.check(&format!("{path}.connect_timeout"), duration::parse(text)),
             None => Some(ctx.limits.connect_timeout),
         };
-        let (Some(dns_refresh), Some(connect_timeout)) = (dns_refresh, connect_timeout) else { continue };
+        let breaker = resilience::breaker(ctx, &format!("{path}.circuit_breaker"), &spec.circuit_breaker);
+        let bulkhead = resilience::bulkhead(ctx, &path, spec);
+        let health_check =
+            optional(spec.health_check.as_ref(), |h| resilience::health_check(ctx, &format!("{path}.health_check"), h));
+        let (Some(dns_refresh), Some(connect_timeout), Some(breaker), Some(bulkhead), Some(health_check)) =
+            (dns_refresh, connect_timeout, breaker, bulkhead, health_check)
+        else {
+            continue;
+        };
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let protocol = match spec.protocol {
             UpstreamProtocolSpec::Http1 => UpstreamProtocol::Http1,
             UpstreamProtocolSpec::Http2 => UpstreamProtocol::Http2,
             UpstreamProtocolSpec::Auto => UpstreamProtocol::Auto,
         };
-        let bulkhead = crate::model::Bulkhead {
-            max_concurrent: ctx.limits.max_concurrent_per_backend,
-            max_pending: ctx.limits.max_pending_per_backend,
-        };
-        // TODO(issue 3, validation in progress): breaker, bulkhead and health check from the spec.
         let backend = Backend {
             name: name.clone(),
             endpoints,
             protocol,
             dns_refresh,
             connect_timeout,
-            breaker: None,
+            breaker,
             bulkhead,
-            health_check: None,
+            health_check,
         };
         out.entry(name).or_insert_with(|| Arc::new(backend));
     }

@@ -1,12 +1,13 @@
-//! Listeners: addresses (unique, admin included), direction-specific targets, `tcp_backend` references.
+//! Listeners: addresses (unique, admin included), direction-specific targets, `tcp_backend` references, inbound
+//! rate limits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{fields, Ctx};
-use crate::model::{Direction, Listener, ListenerProtocol, ListenerTarget};
-use crate::spec::{DirectionSpec, ListenerProtocolSpec, ListenerSpec};
+use super::{fields, optional, resilience, Ctx};
+use crate::model::{Direction, Listener, ListenerProtocol, ListenerTarget, RateLimit};
+use crate::spec::{DirectionSpec, ListenerProtocolSpec, ListenerSpec, RateLimitSpec};
 
 pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option<SocketAddr>) -> Vec<Arc<Listener>> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -29,7 +30,8 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option
             bound.push((address, format!("listener `{}` (listeners[{i}])", spec.name)));
         }
         let target = target(ctx, &path, spec);
-        if let (Some(address), Some(target)) = (address, target) {
+        let rate_limit = optional(spec.rate_limit.as_ref(), |r| rate_limit(ctx, &path, spec, r));
+        if let (Some(address), Some(target), Some(rate_limit)) = (address, target, rate_limit) {
             out.push(Arc::new(Listener {
                 name: Arc::from(spec.name.as_str()),
                 address,
@@ -43,7 +45,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option
                     ListenerProtocolSpec::Opaque => ListenerProtocol::Opaque,
                 },
                 target,
-                rate_limit: None,
+                rate_limit,
             }));
         }
     }
@@ -56,6 +58,27 @@ fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
     let overlapping_ips =
         a.ip() == b.ip() || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified()));
     a.port() != 0 && a.port() == b.port() && overlapping_ips
+}
+
+/// Only inbound HTTP requests are limited here; outbound ones are limited per route.
+fn rate_limit(ctx: &mut Ctx<'_>, path: &str, spec: &ListenerSpec, limit: &RateLimitSpec) -> Option<RateLimit> {
+    let limit_path = format!("{path}.rate_limit");
+    let misplaced = match (spec.direction, spec.protocol) {
+        (DirectionSpec::Outbound, _) => Some(
+            "only inbound listeners have a `rate_limit`; limit outbound requests per route with \
+             `services[].routes[].rate_limit`",
+        ),
+        (DirectionSpec::Inbound, ListenerProtocolSpec::Opaque) => {
+            Some("an `opaque` listener carries no HTTP requests to limit; use protocol `detect` or `http`")
+        }
+        (DirectionSpec::Inbound, _) => None,
+    };
+    let model = resilience::rate_limit(ctx, &limit_path, limit);
+    if let Some(message) = misplaced {
+        ctx.errors.push(limit_path, message);
+        return None;
+    }
+    model
 }
 
 fn target(ctx: &mut Ctx<'_>, path: &str, spec: &ListenerSpec) -> Option<ListenerTarget> {

@@ -15,10 +15,7 @@ pub(super) fn route_match(ctx: &mut Ctx<'_>, path: &str, spec: &MatchSpec) -> Ro
     let method = spec.method.as_ref().and_then(|m| ctx.errors.check(&format!("{path}.method"), method(m)));
     let mut headers = Vec::with_capacity(spec.headers.len());
     for (h, header) in spec.headers.iter().enumerate() {
-        let header_path = format!("{path}.headers[{h}]");
-        let name = ctx.errors.check(&format!("{header_path}.name"), fields::header_name(&header.name));
-        let value = value_match(ctx, &header_path, header, true);
-        headers.extend(name.zip(value).map(|(name, value)| HeaderMatch { name, value }));
+        headers.extend(header_match(ctx, &format!("{path}.headers[{h}]"), header));
     }
     let mut query = Vec::with_capacity(spec.query.len());
     for (q, param) in spec.query.iter().enumerate() {
@@ -30,6 +27,13 @@ pub(super) fn route_match(ctx: &mut Ctx<'_>, path: &str, spec: &MatchSpec) -> Ro
         query.extend(value.map(|value| QueryMatch { name: param.name.clone(), value }));
     }
     RouteMatch { path: path_match, method, headers, query }
+}
+
+/// A header condition: a valid name and at most one of `exact` (a valid header value) and `regex`.
+pub(super) fn header_match(ctx: &mut Ctx<'_>, path: &str, spec: &ValueMatchSpec) -> Option<HeaderMatch> {
+    let name = ctx.errors.check(&format!("{path}.name"), fields::header_name(&spec.name));
+    let value = value_match(ctx, path, spec, true);
+    name.zip(value).map(|(name, value)| HeaderMatch { name, value })
 }
 
 fn path_match(ctx: &mut Ctx<'_>, path: &str, spec: &PathMatchSpec) -> Option<PathMatch> {

@@ -5,6 +5,7 @@ mod backend;
 mod fields;
 mod listener;
 mod matches;
+mod resilience;
 mod route;
 mod service;
 #[cfg(test)]
@@ -123,9 +124,19 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         max_head_bytes: count("max_head_bytes", spec.max_head_bytes),
         max_concurrent_requests: count("max_concurrent_requests", spec.max_concurrent_requests),
         max_concurrent_per_backend: count("max_concurrent_per_backend", spec.max_concurrent_per_backend),
-        max_pending_per_backend: count("max_pending_per_backend", spec.max_pending_per_backend),
+        // 0 is valid: no request waits for a slot.
+        max_pending_per_backend: usize::try_from(spec.max_pending_per_backend).unwrap_or(usize::MAX),
         pool_idle_timeout,
         pool_max_idle_per_endpoint: count("pool_max_idle_per_endpoint", spec.pool_max_idle_per_endpoint),
+    }
+}
+
+/// Checks an optional section: `Some(None)` when it is absent, `None` when it is present but invalid (its errors
+/// recorded by `build`).
+pub(super) fn optional<S: ?Sized, T>(spec: Option<&S>, build: impl FnOnce(&S) -> Option<T>) -> Option<Option<T>> {
+    match spec {
+        None => Some(None),
+        Some(spec) => build(spec).map(Some),
     }
 }
 

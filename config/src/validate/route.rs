@@ -1,9 +1,10 @@
-//! Routes: weighted backend references, sticky sessions, timeout, filters (header changes, prefix rewrite).
+//! Routes: weighted backend references, sticky sessions, timeout, filters (header changes, prefix rewrite), and
+//! retry, rate limit and fault (checked in `resilience`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{fields, matches, Ctx};
+use super::{fields, matches, optional, resilience, Ctx};
 use crate::duration;
 use crate::model::{Filters, HeaderFilter, Route, Sticky, WeightedBackend};
 use crate::spec::{BackendRefSpec, HeaderFilterSpec, PathMatchSpec, RouteSpec, StickySpec};
@@ -15,14 +16,15 @@ pub(super) fn route(ctx: &mut Ctx<'_>, path: &str, service: &Arc<str>, spec: &Ro
     let matches = matches.collect();
     let filters = filters(ctx, path, spec);
     let backends = backend_refs(ctx, path, &spec.backends);
-    let sticky = match &spec.sticky {
-        Some(sticky_spec) => Some(sticky(ctx, &format!("{path}.sticky"), sticky_spec)?),
-        None => None,
-    };
+    let sticky = optional(spec.sticky.as_ref(), |s| sticky(ctx, &format!("{path}.sticky"), s));
     let timeout = match &spec.timeout {
-        Some(text) => ctx.errors.check(&format!("{path}.timeout"), duration::parse(text))?,
-        None => ctx.limits.request_timeout,
+        Some(text) => ctx.errors.check(&format!("{path}.timeout"), duration::parse(text)),
+        None => Some(ctx.limits.request_timeout),
     };
+    let retry = optional(spec.retry.as_ref(), |r| resilience::retry(ctx, &format!("{path}.retry"), r, timeout));
+    let rate_limit =
+        optional(spec.rate_limit.as_ref(), |r| resilience::rate_limit(ctx, &format!("{path}.rate_limit"), r));
+    let fault = optional(spec.fault.as_ref(), |f| resilience::fault(ctx, &format!("{path}.fault"), f));
     let name = Arc::from(spec.name.as_str());
     Some(Route {
         service: service.clone(),
@@ -30,11 +32,11 @@ pub(super) fn route(ctx: &mut Ctx<'_>, path: &str, service: &Arc<str>, spec: &Ro
         matches,
         filters,
         backends,
-        sticky,
-        timeout,
-        retry: None,
-        rate_limit: None,
-        fault: None,
+        sticky: sticky?,
+        timeout: timeout?,
+        retry: retry?,
+        rate_limit: rate_limit?,
+        fault: fault?,
     })
 }
 

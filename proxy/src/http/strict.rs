@@ -44,7 +44,6 @@ impl Middleware for Strict {
             return fail(e);
         }
         let upgrading = super::upgrade::is_upgrade(&req);
-        let version = req.version();
         strip_hop_by_hop(req.headers_mut(), upgrading);
         if self.inbound {
             strip_own_headers(req.headers_mut());
@@ -54,10 +53,6 @@ impl Middleware for Strict {
             let mut rsp = fut.await?;
             let switching = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             strip_hop_by_hop(rsp.headers_mut(), switching);
-            if upgrading && !switching && version < Version::HTTP_2 {
-                // The connection's framing guard stopped at the upgrade request; don't trust what follows.
-                rsp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-            }
             Ok(rsp)
         })
     }

@@ -3,6 +3,7 @@
 mod backends;
 mod listeners;
 mod matches;
+mod resilience;
 mod routes;
 mod services;
 
