@@ -28,6 +28,8 @@ pin_project_lite::pin_project! {
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming },
         Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
+        /// Frames read ahead (to decide on a retry), then whatever is left of the original body.
+        Buffered { frames: std::collections::VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<Body>>> },
     }
 }
 
@@ -57,6 +59,11 @@ impl Body {
 }
 
 impl Body {
+    /// A body that yields `frames` first (data and trailers read ahead), then `rest` if the original was not over.
+    pub fn buffered(frames: Vec<Frame<Bytes>>, rest: Option<Body>) -> Self {
+        Self { kind: Kind::Buffered { frames: frames.into(), rest: rest.map(Box::pin) } }
+    }
+
     /// Wraps `self` so that `tap` sees every data frame and is dropped at the end of the stream.
     pub fn tapped(self, tap: Box<dyn BodyTap>) -> Self {
         Self { kind: Kind::Tapped { inner: Box::pin(self), tap: Some(tap) } }
@@ -99,6 +106,13 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame)
             }
+            KindProj::Buffered { frames, rest } => match frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => match rest.as_mut() {
+                    Some(rest) => rest.as_mut().poll_frame(cx),
+                    None => Poll::Ready(None),
+                },
+            },
         }
     }
 
@@ -108,6 +122,7 @@ impl http_body::Body for Body {
             Kind::Full { data } => data.is_none(),
             Kind::Incoming { inner } => inner.is_end_stream(),
             Kind::Tapped { inner, .. } => inner.is_end_stream(),
+            Kind::Buffered { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
         }
     }
 
@@ -117,6 +132,21 @@ impl http_body::Body for Body {
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Incoming { inner } => inner.size_hint(),
             Kind::Tapped { inner, .. } => inner.size_hint(),
+            Kind::Buffered { frames, rest } => {
+                let buffered: u64 = frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
+                match rest {
+                    None => SizeHint::with_exact(buffered),
+                    Some(rest) => {
+                        let r = rest.size_hint();
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(r.lower() + buffered);
+                        if let Some(upper) = r.upper() {
+                            hint.set_upper(upper + buffered);
+                        }
+                        hint
+                    }
+                }
+            }
         }
     }
 }

@@ -30,6 +30,8 @@ use crate::metrics::{ConnLabels, ConnMetrics, Dir, ListenerLabels, Name};
 #[derive(Clone)]
 pub struct Context {
     pub name: Arc<str>,
+    /// The listener's config as it was when this accept loop started (a changed listener gets a new loop).
+    pub listener: Arc<Listener>,
     pub direction: Dir,
     pub plane: watch::Receiver<Arc<Dataplane>>,
     pub http: HttpService,
@@ -64,7 +66,7 @@ pub async fn accept_loop(tcp: TcpListener, ctx: Context, mut stop: watch::Receiv
 async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Context) {
     let _ = stream.set_nodelay(true);
     let plane = ctx.plane.borrow().clone();
-    let Some(listener) = plane.snapshot.listener(&ctx.name).cloned() else { return };
+    let listener = ctx.listener.clone();
     let limits = plane.snapshot.limits.clone();
     let labels = ListenerLabels { direction: ctx.direction, listener: Name(ctx.name.clone()) };
     let open = ctx.metrics.open.get_or_create_owned(&labels);

@@ -145,12 +145,25 @@ impl ListenerSet {
                 sockets.insert(r.config.address, tcp);
             }
         }
+        // A stopped listener's socket goes to the new listener for the same address (as configured, or as bound
+        // when the config named port 0); sockets nobody claims are closed before anything new is bound.
+        let mut claimed = BTreeMap::new();
+        for l in wanted.iter().filter(|l| !self.running.contains_key(&l.name)) {
+            let key = sockets
+                .iter()
+                .find(|(configured, tcp)| **configured == l.address || tcp.local_addr().ok() == Some(l.address))
+                .map(|(k, _)| *k);
+            if let Some(tcp) = key.and_then(|k| sockets.remove(&k)) {
+                claimed.insert(l.name.clone(), tcp);
+            }
+        }
+        drop(sockets);
         for l in wanted {
             if let Some(r) = self.running.get_mut(&l.name) {
                 r.config = l.clone();
                 continue;
             }
-            match self.start(l, sockets.remove(&l.address), plane, plane_rx).await {
+            match self.start(l, claimed.remove(&l.name), plane, plane_rx).await {
                 Ok(r) => {
                     self.running.insert(l.name.clone(), r);
                 }
@@ -189,6 +202,7 @@ impl ListenerSet {
         };
         let ctx = Context {
             name: l.name.clone(),
+            listener: l.clone(),
             direction: Dir::from(l.direction),
             plane: plane_rx.clone(),
             http,

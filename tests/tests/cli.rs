@@ -157,3 +157,21 @@ async fn demo_shows_a_ninety_ten_split() {
     assert!((stable_pct + canary_pct - 100.0).abs() < 0.2, "{out}");
     assert!(!split.lines().any(|l| l.split_whitespace().next() == Some("error")), "failed requests:\n{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_rejects_a_duration_that_would_overflow_a_deadline() {
+    let huge = VALID.replace("admin:\n", "limits:\n  detect_timeout: 18446744073709551615s\nadmin:\n");
+    assert_ne!(huge, VALID);
+    let file = ConfigFile::new(&huge).unwrap();
+    let path = file.path().display().to_string();
+    let (status, out) = proxy::cli(&["check", &path], secs(30)).await.unwrap();
+    assert!(!status.success(), "an overflowing detect_timeout passed: {out}");
+    let (line, column) = position(&huge, "detect_timeout");
+    let reported = out
+        .lines()
+        .find(|l| l.contains("limits.detect_timeout"))
+        .unwrap_or_else(|| panic!("no error names limits.detect_timeout:\n{out}"));
+    assert!(reported.contains(&format!("line {line}, column {column}")), "{reported}");
+    assert!(reported.contains("18446744073709551615s"), "the error does not show the bad value: {reported}");
+    assert!(!out.contains("panicked"), "{out}");
+}

@@ -136,3 +136,50 @@ async fn synthesized_errors_count_in_request_metrics() {
     let two_xx = metrics.sum("attache_requests_total", &[("status_class", "2xx")]);
     assert_eq!(two_xx, 0.0, "{metrics}");
 }
+
+/// A TCP server that reads a request head and answers every time with `response`, then closes.
+async fn raw_http_server(response: &'static str) -> (SocketAddr, AbortOnDrop) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let task = AbortOnDrop::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn upstream_response_with_content_length_and_transfer_encoding_is_well_formed() {
+    let (upstream, _server) = raw_http_server(
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = proxy::new().config(config(&upstream.to_string(), "", "")).run().await;
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    conn.write_all("GET / HTTP/1.1\r\nHost: svc\r\n\r\n").await.unwrap();
+    let rsp = conn.read_response().await.unwrap_or_else(|e| panic!("no well-formed response: {e:#}"));
+    match rsp.status {
+        200 => {
+            assert_eq!(rsp.text(), "hello", "{:?}", rsp.headers);
+            let framings = rsp.headers.iter().filter(|(n, _)| {
+                n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
+            });
+            assert_eq!(framings.count(), 1, "ambiguous framing reached the client: {:?}", rsp.headers);
+        }
+        502 => assert_eq!(rsp.header("x-attache-error"), Some("upstream-failed"), "{:?}", rsp.headers),
+        other => panic!("{other} {:?} {}", rsp.headers, rsp.text()),
+    }
+}

@@ -268,3 +268,19 @@ async fn header_regex_must_match_the_whole_value() {
         .unwrap();
     assert_eq!(rsp.header("x-server-name"), Some("tenant"), "header names are case-insensitive");
 }
+
+#[tokio::test]
+async fn prefix_rewrite_applies_when_a_filter_removes_the_matched_header() {
+    let backend = server::http1().name("canary").route_prefix("/", server::echo()).run().await;
+    let route = "match: [{ path: { prefix: /api }, headers: [{ name: x-canary }] }]\n\
+                 filters: { request_headers: { remove: [x-canary] }, rewrite: { path_prefix: /v2 } }";
+    let yaml = attache_tests::yaml::one_backend("api", &[backend.addr()]).route(route);
+    let proxy = proxy::new().config(yaml).run().await;
+
+    let (server, rsp) = get(proxy.outbound(), "/api/users?page=2", &[("x-canary", "1")]).await;
+    assert_eq!(server, "canary");
+    let echo = rsp.json();
+    assert_eq!(echo["path"], "/v2/users?page=2", "{echo}");
+    assert!(echo["headers"].get("x-canary").is_none(), "x-canary reached the backend: {echo}");
+    assert_eq!(backend.requests(), 1);
+}

@@ -180,3 +180,67 @@ async fn hop_by_hop_response_headers_never_reach_the_client() {
         assert!(!value.contains("x-internal"), "client saw Connection: {value}");
     }
 }
+
+/// The CL+TE request of [`CL_THEN_TE`] on a connection the framing guard no longer follows: if the proxy read it,
+/// hyper would frame it as chunked and forward it.
+async fn assert_nothing_more_is_read(conn: &mut RawConn, backend: &server::Server) {
+    // The proxy may already have closed: a failed write or a reset is as good as EOF.
+    let _ = conn.write_all(CL_THEN_TE).await;
+    if let Ok(rest) = conn.read_to_end().await {
+        assert!(rest.is_empty(), "the proxy answered after Connection: close: {:?}", String::from_utf8_lossy(&rest));
+    }
+    assert_eq!(backend.requests_to("/smuggle"), 0, "the backend saw {:?}", backend.recorded());
+}
+
+#[tokio::test]
+async fn upgrade_header_without_connection_upgrade_answers_close_and_stops_reading() {
+    let (backend, proxy) = setup("").await;
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    let rsp = exchange(&mut conn, "GET / HTTP/1.1\r\nHost: svc\r\nUpgrade: x\r\n\r\n").await;
+    assert_eq!(rsp.status, 200, "{} {:?} {}", rsp.reason, rsp.headers, rsp.text());
+    let connection = rsp.header("connection").unwrap_or_default().to_ascii_lowercase();
+    assert!(connection.contains("close"), "no Connection: close after an unswitched Upgrade: {:?}", rsp.headers);
+    assert_nothing_more_is_read(&mut conn, &backend).await;
+    assert_eq!(backend.requests(), 1, "the backend saw {:?}", backend.recorded());
+}
+
+#[tokio::test]
+async fn websocket_upgrade_to_an_unknown_host_is_404_with_connection_close() {
+    let (backend, proxy) = setup("").await;
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    let rsp = client::websocket_handshake(&mut conn, "nope.example", "/chat").await.unwrap();
+    assert_eq!(rsp.status, 404, "{} {:?}", rsp.reason, rsp.headers);
+    assert_eq!(rsp.header("x-attache-error"), Some("no-route"), "{:?}", rsp.headers);
+    let connection = rsp.header("connection").unwrap_or_default().to_ascii_lowercase();
+    assert!(connection.contains("close"), "no Connection: close after a refused upgrade: {:?}", rsp.headers);
+    // Skip the 404's body, then nothing else may be read off this connection.
+    let len = rsp.header("content-length").map_or(0, |l| l.parse().unwrap());
+    conn.read_exact(len).await.unwrap();
+    assert_nothing_more_is_read(&mut conn, &backend).await;
+    assert_eq!(backend.requests(), 0, "the backend saw {:?}", backend.recorded());
+}
+
+#[tokio::test]
+async fn inbound_drops_client_sent_x_attache_headers() {
+    let app = server::http1().name("app").route_prefix("/", server::echo()).run().await;
+    let yaml = format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners:\n  - {{ name: inbound, address: \"127.0.0.1:0\", \
+         direction: inbound, app: \"{}\" }}\n",
+        app.addr()
+    );
+    let proxy = proxy::new().config(yaml).run().await;
+    let client = client::http1(proxy.inbound());
+    let req = client
+        .builder(http::Method::GET, "my-app", "/who")
+        .header("x-attache-peer-identity", "spoofed")
+        .header("X-Attache-Error", "spoofed")
+        .header("x-attached", "kept")
+        .body(attache_tests::empty())
+        .unwrap();
+    let rsp = client.request(req).await.unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let headers = &rsp.json()["headers"];
+    assert!(headers.get("x-attache-peer-identity").is_none(), "the app saw a spoofed identity: {headers}");
+    assert!(headers.get("x-attache-error").is_none(), "{headers}");
+    assert_eq!(headers["x-attached"], serde_json::json!(["kept"]), "only x-attache-* is dropped: {headers}");
+}

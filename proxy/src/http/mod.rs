@@ -1,10 +1,12 @@
 //! The HTTP pipelines. Each direction is one top-down `ServiceBuilder` (first layer = outermost); read
 //! `outbound` and `inbound` to see the whole path a request takes.
 
+pub mod fault;
 pub mod filters;
 pub mod h1_guard;
 pub mod meta;
 pub mod observe;
+pub mod ratelimit;
 pub mod rescue;
 pub mod route;
 pub mod split;

@@ -297,3 +297,34 @@ async fn listeners_are_rebound_only_when_their_address_changes() {
 }
 
 mod k8s;
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. Metrics of removed backends.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_backend_leaves_no_endpoint_gauge_behind() {
+    let (a, b) = backends().await;
+    let both = config(a.addr(), b.addr(), "a");
+    let proxy = proxy::new().config(both.clone()).run().await;
+    let gauge =
+        |m: &attache_tests::Metrics, backend: &str| m.value("attache_backend_endpoints", &[("backend", backend)]);
+    eventually(secs(5), || async { gauge(&proxy.metrics().await, "b") == Some(1.0) }).await;
+
+    let b_line = format!("  - {{ name: b, endpoints: [\"{}\"] }}\n", b.addr());
+    let only_a = both.replace(&b_line, "");
+    assert_ne!(only_a, both, "the test config has no line for backend b");
+    proxy.write_config(&only_a);
+    eventually(secs(2), || async { served(&proxy).await == (2, Some("applied".to_owned())) }).await;
+
+    let metrics = eventually(secs(5), || async {
+        let m = proxy.metrics().await;
+        let gone = m.matching("attache_backend_endpoints", &[("backend", "b")]).next().is_none();
+        gone.then_some(m)
+    })
+    .await;
+    assert_eq!(gauge(&metrics, "a"), Some(1.0), "the remaining backend's series went too:\n{metrics}");
+    let rsp = client::http1(proxy.outbound()).get("svc", "/").await.unwrap();
+    assert_eq!((rsp.status.as_u16(), rsp.header("x-server-name")), (200, Some("a")));
+}
+
+mod listeners;
