@@ -133,6 +133,8 @@ pub struct Metrics {
     pub config: ConfigMetrics,
     pub discovery: DiscoveryMetrics,
     pub backend: BackendMetrics,
+    pub rate_limit: crate::http::ratelimit::RateLimitMetrics,
+    pub faults: crate::http::fault::FaultMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -260,6 +262,8 @@ impl Metrics {
             "Requests failed fast without trying an endpoint, by reason",
             backend.fast_failures.clone(),
         );
-        Self { http, conn, config, discovery, backend }
+        let rate_limit = crate::http::ratelimit::RateLimitMetrics::register(reg);
+        let faults = crate::http::fault::FaultMetrics::register(reg);
+        Self { http, conn, config, discovery, backend, rate_limit, faults }
     }
 }

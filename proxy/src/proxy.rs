@@ -38,6 +38,7 @@ pub struct ProxyHandle {
     ready: Arc<AtomicBool>,
     drain: drain::Signal,
     listeners_task: tokio::task::JoinHandle<()>,
+    limiters_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,12 +66,11 @@ impl Proxy {
         let mut plane = dataplane::spawn(snapshots, &metrics).await;
         let (signal, drain_watch) = drain::channel();
         let bound: Bound = Arc::default();
-        let mut set = ListenerSet {
-            running: BTreeMap::new(),
-            bound: bound.clone(),
-            metrics: metrics.clone(),
-            drain: drain_watch,
-        };
+        let limiters = crate::http::ratelimit::RateLimiters::new();
+        // Rate-limit buckets of routes that no longer exist are dropped on each reload.
+        let limiters_task = limiters.follow(plane.clone());
+        let shared = crate::http::Shared { metrics: metrics.clone(), limiters };
+        let mut set = ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch };
         let first = plane.borrow_and_update().clone();
         set.reconcile(&first, &plane, true).await?;
         let listeners_task = tokio::spawn(async move {
@@ -83,7 +83,7 @@ impl Proxy {
         let admin = crate::admin::Admin { registry: Arc::new(registry), status, ready: ready.clone() };
         let admin_task = tokio::spawn(admin.serve(admin_tcp));
         tracing::info!(%admin_addr, listeners = ?bound.lock().map(|b| b.clone()).unwrap_or_default(), "attache-proxy ready");
-        Ok(ProxyHandle { admin_addr, bound, ready, drain: signal, listeners_task, admin_task })
+        Ok(ProxyHandle { admin_addr, bound, ready, drain: signal, listeners_task, limiters_task, admin_task })
     }
 }
 
@@ -106,6 +106,7 @@ impl ProxyHandle {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.ready.store(false, Ordering::SeqCst);
         self.listeners_task.abort();
+        self.limiters_task.abort();
         let _ = self.listeners_task.await;
         let drained = tokio::time::timeout(grace, self.drain.drain()).await.is_ok();
         self.admin_task.abort();
@@ -116,7 +117,7 @@ impl ProxyHandle {
 struct ListenerSet {
     running: BTreeMap<Arc<str>, Running>,
     bound: Bound,
-    metrics: Metrics,
+    shared: crate::http::Shared,
     drain: drain::Watch,
 }
 
@@ -191,14 +192,11 @@ impl ListenerSet {
         let limits = &plane.snapshot.limits;
         let http = match l.direction {
             Direction::Outbound => {
-                crate::http::outbound(plane_rx.clone(), self.metrics.http.clone(), limits.max_concurrent_requests)
+                crate::http::outbound(plane_rx.clone(), &self.shared, limits.max_concurrent_requests)
             }
-            Direction::Inbound => crate::http::inbound(
-                plane_rx.clone(),
-                l.name.clone(),
-                self.metrics.http.clone(),
-                limits.max_concurrent_requests,
-            ),
+            Direction::Inbound => {
+                crate::http::inbound(plane_rx.clone(), l.name.clone(), &self.shared, limits.max_concurrent_requests)
+            }
         };
         let ctx = Context {
             name: l.name.clone(),
@@ -206,7 +204,7 @@ impl ListenerSet {
             direction: Dir::from(l.direction),
             plane: plane_rx.clone(),
             http,
-            metrics: self.metrics.conn.clone(),
+            metrics: self.shared.metrics.conn.clone(),
             drain: self.drain.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);

@@ -27,17 +27,25 @@ use self::stage::StageLayer;
 
 use crate::body::Body;
 use crate::dataplane::Dataplane;
-use crate::metrics::{Dir, HttpMetrics};
+use crate::metrics::{Dir, Metrics};
 
 /// A whole pipeline: it never fails, errors are already responses.
 pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
+/// What every pipeline of the proxy shares: metrics, and long-lived per-route state kept across reloads.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Metrics,
+    pub limiters: ratelimit::RateLimiters,
+}
+
 /// The outbound pipeline: the app calls out, we route by host to a weighted, balanced backend.
-pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, max_concurrent: usize) -> HttpService {
+pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_concurrent: usize) -> HttpService {
+    let m = &shared.metrics;
     let svc = ServiceBuilder::new()
         // Metrics and access log first: they see the final status, synthesized errors included, and all latency.
-        .layer(observe::ObserveLayer { metrics, direction: Dir::Outbound })
-        // The one place errors become responses (404/400/503/504/502 with x-attache-error).
+        .layer(observe::ObserveLayer { metrics: m.http.clone(), direction: Dir::Outbound })
+        // The one place errors become responses (404/400/429/503/504/502 with x-attache-error).
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before anything reads headers.
         .layer(StageLayer(strict::Strict { inbound: false }))
@@ -46,6 +54,10 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, ma
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
         // The only reader of the config: one request sees one snapshot.
         .layer(StageLayer(route::RouteStage { plane, inbound: None }))
+        // The route's rate limit, before anything is spent on the request.
+        .layer(StageLayer(ratelimit::RateLimit::new(shared.limiters.clone(), m.rate_limit.clone(), Dir::Outbound)))
+        // Chaos: injected delays and aborts, as if the upstream had done it.
+        .layer(StageLayer(fault::FaultInjection::new(m.faults.clone())))
         // The route's header changes and rewrite.
         .layer(StageLayer(filters::Filters))
         // The user-visible deadline, around everything that talks to upstreams.
@@ -59,21 +71,24 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, metrics: HttpMetrics, ma
 pub fn inbound(
     plane: watch::Receiver<Arc<Dataplane>>,
     listener: Arc<str>,
-    metrics: HttpMetrics,
+    shared: &Shared,
     max_concurrent: usize,
 ) -> HttpService {
+    let m = &shared.metrics;
     let svc = ServiceBuilder::new()
         // Metrics and access log first, as outbound.
-        .layer(observe::ObserveLayer { metrics, direction: Dir::Inbound })
+        .layer(observe::ObserveLayer { metrics: m.http.clone(), direction: Dir::Inbound })
         // Errors become responses here.
         .layer(rescue::RescueLayer)
-        // Framing rules and hop-by-hop hygiene before the app sees anything.
+        // Framing rules and hop-by-hop hygiene before the app sees anything; client x-attache-* headers dropped.
         .layer(StageLayer(strict::Strict { inbound: true }))
         // Shed load instead of queueing it.
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
         // The listener's app is the only route.
         .layer(StageLayer(route::RouteStage { plane, inbound: Some(listener) }))
+        // The listener's rate limit (authorization will sit before it, so anonymous traffic spends no tokens).
+        .layer(StageLayer(ratelimit::RateLimit::new(shared.limiters.clone(), m.rate_limit.clone(), Dir::Inbound)))
         // Deadline for the app's answer.
         .layer(StageLayer(timeout::RouteTimeout))
         // The app backend (one endpoint).

@@ -74,6 +74,10 @@ where
 
 /// The synthesized response for `err`.
 pub fn respond(err: &(dyn std::error::Error + Send + Sync + 'static), version: Version) -> Response<Body> {
+    if let Some(limited) = super::ratelimit::RateLimited::find(err) {
+        tracing::debug!(error = %err, "rate limited");
+        return super::ratelimit::rate_limited_response(limited);
+    }
     let rescued = classify(err);
     if rescued.status.is_server_error() {
         tracing::warn!(status = rescued.status.as_u16(), reason = rescued.reason, error = %ErrorChain(err), "request failed");
