@@ -135,6 +135,7 @@ pub struct Metrics {
     pub backend: BackendMetrics,
     pub rate_limit: crate::http::ratelimit::RateLimitMetrics,
     pub faults: crate::http::fault::FaultMetrics,
+    pub retry: crate::http::retry::RetryMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -264,6 +265,7 @@ impl Metrics {
         );
         let rate_limit = crate::http::ratelimit::RateLimitMetrics::register(reg);
         let faults = crate::http::fault::FaultMetrics::register(reg);
-        Self { http, conn, config, discovery, backend, rate_limit, faults }
+        let retry = crate::http::retry::RetryMetrics::register(reg);
+        Self { http, conn, config, discovery, backend, rate_limit, faults, retry }
     }
 }

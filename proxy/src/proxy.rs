@@ -69,7 +69,8 @@ impl Proxy {
         let limiters = crate::http::ratelimit::RateLimiters::new();
         // Rate-limit buckets of routes that no longer exist are dropped on each reload.
         let limiters_task = limiters.follow(plane.clone());
-        let shared = crate::http::Shared { metrics: metrics.clone(), limiters };
+        let budgets = crate::http::retry::Budgets::default();
+        let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets };
         let mut set = ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch };
         let first = plane.borrow_and_update().clone();
         set.reconcile(&first, &plane, true).await?;

@@ -11,6 +11,8 @@ pub struct RequestMeta {
     pub backend: OnceLock<Arc<str>>,
     /// An injected fault (`delay`, `abort`), for the access log.
     pub fault: OnceLock<&'static str>,
+    /// Upstream attempts made (retries included).
+    pub attempts: std::sync::atomic::AtomicU32,
 }
 
 /// The downstream client's address, inserted into every request by the connection that carried it.

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod observe;
 pub mod ratelimit;
 pub mod rescue;
+pub mod retry;
 pub mod route;
 pub mod split;
 pub mod stage;
@@ -37,6 +38,7 @@ pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, Infall
 pub struct Shared {
     pub metrics: Metrics,
     pub limiters: ratelimit::RateLimiters,
+    pub budgets: retry::Budgets,
 }
 
 /// The outbound pipeline: the app calls out, we route by host to a weighted, balanced backend.
@@ -60,10 +62,11 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_con
         .layer(StageLayer(fault::FaultInjection::new(m.faults.clone())))
         // The route's header changes and rewrite.
         .layer(StageLayer(filters::Filters))
-        // The user-visible deadline, around everything that talks to upstreams.
+        // The user-visible deadline, around every attempt and backoff.
         .layer(StageLayer(timeout::RouteTimeout))
-        // Weighted choice of backend; each backend balances over its endpoints (P2C, peak-EWMA).
-        .service(split::Split);
+        // Retries wrap the split: each attempt picks its backend and endpoint anew (the split, then the backend's
+        // P2C balancer with its breakers and bulkhead, below it) and can avoid the endpoint that failed.
+        .service(retry::Retry::new(m.retry.clone(), shared.budgets.clone()));
     BoxCloneSyncService::new(svc)
 }
 

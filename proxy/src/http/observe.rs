@@ -123,6 +123,7 @@ impl Drop for AccessLog {
             route = route.map_or("", |r| &*r.name),
             backend = self.meta.backend.get().map_or("", |b| &**b),
             fault = self.meta.fault.get().copied().unwrap_or(""),
+            attempts = self.meta.attempts.load(std::sync::atomic::Ordering::Relaxed),
             status = self.status,
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             bytes = self.bytes,

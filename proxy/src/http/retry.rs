@@ -1,0 +1,378 @@
+//! Retry: above the split, so every attempt chooses its backend and endpoint anew and can avoid the endpoint that
+//! just failed. Retryability is decided from where the failure was born: nothing sent (connect failed) is always
+//! safe; after bytes went upstream only for idempotent methods or routes that opt in; once response headers reach
+//! the client, never. Request bodies up to a bound are buffered and replayed byte for byte; a per-route budget caps
+//! how much retries add, so a failing backend never multiplies load.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use attache_config::model::{RetryBudget, RetryPolicy, Route};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::Service;
+
+use super::meta::RequestMeta;
+use super::route::Target;
+use super::split::Split;
+use crate::backend::{nothing_sent, AttemptTimeout, Avoid, ServedBy};
+use crate::body::Body;
+use crate::errors::{BoxError, ConnectFailed, PerTryTimeout, UpstreamFailed};
+use crate::metrics::Name;
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
+
+/// How long the budget remembers requests.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// The retrying service, wrapping the split.
+#[derive(Clone)]
+pub struct Retry {
+    metrics: RetryMetrics,
+    budgets: Budgets,
+}
+
+/// Retry budgets by route, kept across reloads while the route's budget policy is unchanged.
+#[derive(Clone, Default)]
+pub struct Budgets(Arc<Mutex<HashMap<(Arc<str>, Arc<str>), (RetryBudget, Arc<TpsBudget>)>>>);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub service: Name,
+    pub route: Name,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub service: Name,
+    pub route: Name,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RetryMetrics {
+    pub attempts: Family<RouteLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
+    pub budget_exhausted: Family<RouteLabels, Counter>,
+    pub body_too_large: Family<RouteLabels, Counter>,
+}
+
+/// Why an attempt is worth another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    Status,
+    GrpcStatus,
+}
+
+/// A request body kept for replay.
+#[derive(Clone)]
+struct Replay {
+    data: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+impl RetryMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self::default();
+        reg.register("request_attempts", "Upstream attempts on routes with retries", m.attempts.clone());
+        reg.register("retries", "Retries by route and reason", m.retries.clone());
+        reg.register(
+            "retry_budget_exhausted",
+            "Retries not made because the route's budget was spent",
+            m.budget_exhausted.clone(),
+        );
+        reg.register(
+            "retry_body_too_large",
+            "Requests not retryable because their body was too large or of unknown length",
+            m.body_too_large.clone(),
+        );
+        m
+    }
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectFailure => "connect-failure",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Status => "status",
+            Self::GrpcStatus => "grpc-status",
+        }
+    }
+}
+
+impl Budgets {
+    /// The budget of `route`, new when the route or its budget policy is new.
+    fn get(&self, route: &Route, policy: &RetryBudget) -> Arc<TpsBudget> {
+        let key = (route.service.clone(), route.name.clone());
+        let Ok(mut map) = self.0.lock() else {
+            return Arc::new(new_budget(policy));
+        };
+        match map.get(&key) {
+            Some((p, budget)) if p == policy => budget.clone(),
+            _ => {
+                let budget = Arc::new(new_budget(policy));
+                map.insert(key, (*policy, budget.clone()));
+                budget
+            }
+        }
+    }
+}
+
+fn new_budget(policy: &RetryBudget) -> TpsBudget {
+    TpsBudget::new(BUDGET_WINDOW, policy.min_per_second, policy.ratio as f32)
+}
+
+impl Retry {
+    pub fn new(metrics: RetryMetrics, budgets: Budgets) -> Self {
+        Self { metrics, budgets }
+    }
+}
+
+impl Service<Request<Body>> for Retry {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+        let route = req.extensions().get::<Target>().map(|t| t.route.clone());
+        let Some(route) = route.filter(|r| r.retry.is_some() && !super::upgrade::is_upgrade(&req)) else {
+            return Split.call(req);
+        };
+        let this = self.clone();
+        Box::pin(async move { this.run(route, req).await })
+    }
+}
+
+impl Retry {
+    async fn run(self, route: Arc<Route>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let Some(policy) = route.retry.as_ref() else { return Split.call(req).await };
+        let labels = RouteLabels { service: Name(route.service.clone()), route: Name(route.name.clone()) };
+        let budget = self.budgets.get(&route, &policy.budget);
+        budget.deposit();
+        let (head, body) = req.into_parts();
+        let replay = match buffer(body, policy.max_body_bytes).await? {
+            Ok(replay) => replay,
+            Err(body) => {
+                // Streamed as it comes: one attempt only.
+                self.metrics.body_too_large.get_or_create(&labels).inc();
+                self.count_attempt(&head, &labels);
+                return Split.call(Request::from_parts(head, body)).await;
+            }
+        };
+        let is_grpc = is_grpc(&head.headers);
+        let mut avoid = None;
+        for attempt in 1..=policy.attempts {
+            let req = rebuild(&head, &replay, avoid, policy.per_try_timeout);
+            self.count_attempt(&head, &labels);
+            let result = Split.call(req).await;
+            let (result, verdict) = judge(policy, &head.method, is_grpc, result).await;
+            let Some((reason, failed_at)) = verdict else { return result };
+            if attempt == policy.attempts {
+                return result;
+            }
+            if !budget.withdraw() {
+                self.metrics.budget_exhausted.get_or_create(&labels).inc();
+                return result;
+            }
+            let labels =
+                RetryLabels { service: labels.service.clone(), route: labels.route.clone(), reason: reason.as_str() };
+            self.metrics.retries.get_or_create(&labels).inc();
+            tracing::debug!(route = %route.name, attempt, reason = reason.as_str(), "retrying");
+            avoid = failed_at;
+            drop(result);
+            tokio::time::sleep(backoff(policy, attempt)).await;
+        }
+        Err("retry loop ended without an attempt".into())
+    }
+
+    fn count_attempt(&self, head: &Parts, labels: &RouteLabels) {
+        self.metrics.attempts.get_or_create(labels).inc();
+        if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
+            meta.attempts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Full jitter: a uniform wait between zero and `base × 2^(attempt-1)`, capped at `max`.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    let ceiling = policy.backoff_base.saturating_mul(factor).min(policy.backoff_max);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
+/// Buffers a body whose length is known and within `max`; otherwise hands it back untouched.
+async fn buffer(body: Body, max: usize) -> Result<Result<Replay, Body>, BoxError> {
+    match body.size_hint().exact() {
+        Some(n) if n <= max as u64 => {}
+        _ => return Ok(Err(body)),
+    }
+    let collected = body.collect().await.map_err(|e| -> BoxError { Box::new(e) })?;
+    let trailers = collected.trailers().cloned();
+    Ok(Ok(Replay { data: collected.to_bytes(), trailers }))
+}
+
+fn rebuild(head: &Parts, replay: &Replay, avoid: Option<SocketAddr>, timeout: Option<Duration>) -> Request<Body> {
+    let mut frames = Vec::with_capacity(2);
+    if !replay.data.is_empty() {
+        frames.push(Frame::data(replay.data.clone()));
+    }
+    if let Some(t) = &replay.trailers {
+        frames.push(Frame::trailers(t.clone()));
+    }
+    let mut req = Request::new(Body::buffered(frames, None));
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    *req.extensions_mut() = head.extensions.clone();
+    if let Some(addr) = avoid {
+        req.extensions_mut().insert(Avoid(addr));
+    }
+    if let Some(t) = timeout {
+        req.extensions_mut().insert(AttemptTimeout(t));
+    }
+    req
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Whether the attempt should be retried, and where it failed. A gRPC response is read ahead (up to the body
+/// bound) when its status may be in the trailers; what was read is handed on unchanged.
+async fn judge(
+    policy: &RetryPolicy,
+    method: &http::Method,
+    is_grpc: bool,
+    result: Result<Response<Body>, BoxError>,
+) -> (Result<Response<Body>, BoxError>, Option<(Reason, Option<SocketAddr>)>) {
+    let rsp = match result {
+        Err(e) => {
+            let verdict = judge_error(policy, method, &*e);
+            return (Err(e), verdict);
+        }
+        Ok(rsp) => rsp,
+    };
+    let served = rsp.extensions().get::<ServedBy>().map(|s| s.0);
+    if policy.retries_status(rsp.status()) && policy.method_allowed(method) {
+        return (Ok(rsp), Some((Reason::Status, served)));
+    }
+    // Listing gRPC statuses is the route's opt-in for gRPC calls, which are all POSTs.
+    if is_grpc && !policy.grpc_status.is_empty() {
+        let (rsp, code) = grpc_status(rsp, policy.max_body_bytes).await;
+        if code.is_some_and(|c| policy.retries_grpc(c)) {
+            return (Ok(rsp), Some((Reason::GrpcStatus, served)));
+        }
+        return (Ok(rsp), None);
+    }
+    (Ok(rsp), None)
+}
+
+fn judge_error(
+    policy: &RetryPolicy,
+    method: &http::Method,
+    err: &(dyn std::error::Error + 'static),
+) -> Option<(Reason, Option<SocketAddr>)> {
+    let at = failed_at(err);
+    if nothing_sent(err) {
+        return policy.on.connect_failure.then_some((Reason::ConnectFailure, at));
+    }
+    if !policy.method_allowed(method) {
+        return None;
+    }
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<PerTryTimeout>() {
+            return policy.on.timeout.then_some((Reason::Timeout, at));
+        }
+        if e.is::<UpstreamFailed>() {
+            return policy.on.reset.then_some((Reason::Reset, at));
+        }
+        cur = e.source();
+    }
+    // Circuit open, no endpoints, overloaded: nothing to gain from trying the same backends again.
+    None
+}
+
+fn failed_at(err: &(dyn std::error::Error + 'static)) -> Option<SocketAddr> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<ConnectFailed>() {
+            return Some(c.addr);
+        }
+        if let Some(u) = e.downcast_ref::<UpstreamFailed>() {
+            return Some(u.addr);
+        }
+        if let Some(t) = e.downcast_ref::<PerTryTimeout>() {
+            return Some(t.addr);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The `grpc-status` of a response: from its headers (trailers-only form), else from its trailers when the whole
+/// body fits in `max` bytes. The response comes back with everything read ahead put back in front.
+async fn grpc_status(rsp: Response<Body>, max: usize) -> (Response<Body>, Option<u32>) {
+    if let Some(code) = parse_status(rsp.headers()) {
+        return (rsp, Some(code));
+    }
+    let (parts, mut body) = rsp.into_parts();
+    let mut frames = Vec::new();
+    let mut size = 0usize;
+    let mut code = None;
+    let mut ended = false;
+    while size <= max {
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Err(_)) => {
+                // Let the client see the failure as it would have without us.
+                ended = true;
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Some(t) = frame.trailers_ref() {
+                    code = parse_status(t);
+                }
+                size += frame.data_ref().map_or(0, |d| d.len());
+                frames.push(frame);
+            }
+        }
+    }
+    let rest = (!ended).then_some(body);
+    (Response::from_parts(parts, Body::buffered(frames, rest)), code)
+}
+
+fn parse_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+#[path = "retry_tests.rs"]
+mod tests;
