@@ -48,7 +48,10 @@ pub struct Retry {
 
 /// Retry budgets by route, kept across reloads while the route's budget policy is unchanged.
 #[derive(Clone, Default)]
-pub struct Budgets(Arc<Mutex<HashMap<(Arc<str>, Arc<str>), (RetryBudget, Arc<TpsBudget>)>>>);
+pub struct Budgets(Arc<Mutex<BudgetMap>>);
+
+/// (service, route) -> the budget policy and its state.
+type BudgetMap = HashMap<(Arc<str>, Arc<str>), (RetryBudget, Arc<TpsBudget>)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
