@@ -95,6 +95,8 @@ pub struct ConfigMetrics {
 pub struct DiscoveryMetrics {
     pub endpoints: Family<BackendLabels, Gauge>,
     pub resolutions: Family<BackendResultLabels, Counter>,
+    /// Active health checks (`attache_health_checks_total`, `attache_endpoint_healthy`).
+    pub health: crate::backend::health::HealthMetrics,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -236,7 +238,11 @@ impl Metrics {
             Unit::Seconds,
             config.last_reload_timestamp.clone(),
         );
-        let discovery = DiscoveryMetrics { endpoints: Family::default(), resolutions: Family::default() };
+        let discovery = DiscoveryMetrics {
+            endpoints: Family::default(),
+            resolutions: Family::default(),
+            health: crate::backend::health::HealthMetrics::register(reg),
+        };
         reg.register("backend_endpoints", "Endpoints currently known per backend", discovery.endpoints.clone());
         reg.register(
             "dns_resolutions",

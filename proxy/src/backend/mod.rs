@@ -8,6 +8,7 @@ mod breaker;
 mod bulkhead;
 mod discover;
 pub mod endpoint;
+pub(crate) mod health;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -255,6 +256,8 @@ impl Backends {
         let mut discovery = Discovery::new(config_rx, endpoints_tx, pool, self.metrics.clone(), self.resolver.clone());
         // The first resolution completes before the backend is visible, so no request sees it empty by accident.
         let _ = discovery.sync(&backend).await;
+        // Active health checks (when configured) clear and set each endpoint's `healthy` flag.
+        health::spawn(discovery.config.clone(), endpoints_rx.clone(), self.metrics.health.clone());
         tokio::spawn(discovery.run());
         let handle = BackendHandle {
             name: backend.name.clone(),
