@@ -28,8 +28,13 @@ pin_project_lite::pin_project! {
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming },
         Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
-        /// Frames read ahead (to decide on a retry), then whatever is left of the original body.
-        Buffered { frames: std::collections::VecDeque<Frame<Bytes>>, rest: Option<Pin<Box<Body>>> },
+        /// Frames read ahead (to decide on a retry), then whatever is left of the original body, or the error
+        /// that ended it.
+        Buffered {
+            frames: std::collections::VecDeque<Frame<Bytes>>,
+            rest: Option<Pin<Box<Body>>>,
+            error: Option<hyper::Error>,
+        },
     }
 }
 
@@ -61,7 +66,12 @@ impl Body {
 impl Body {
     /// A body that yields `frames` first (data and trailers read ahead), then `rest` if the original was not over.
     pub fn buffered(frames: Vec<Frame<Bytes>>, rest: Option<Body>) -> Self {
-        Self { kind: Kind::Buffered { frames: frames.into(), rest: rest.map(Box::pin) } }
+        Self { kind: Kind::Buffered { frames: frames.into(), rest: rest.map(Box::pin), error: None } }
+    }
+
+    /// Frames read ahead from a body that then failed: the failure is passed on after them.
+    pub fn buffered_then_error(frames: Vec<Frame<Bytes>>, error: hyper::Error) -> Self {
+        Self { kind: Kind::Buffered { frames: frames.into(), rest: None, error: Some(error) } }
     }
 
     /// Wraps `self` so that `tap` sees every data frame and is dropped at the end of the stream.
@@ -106,11 +116,12 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Buffered { frames, rest } => match frames.pop_front() {
+            KindProj::Buffered { frames, rest, error } => match frames.pop_front() {
                 Some(frame) => Poll::Ready(Some(Ok(frame))),
-                None => match rest.as_mut() {
-                    Some(rest) => rest.as_mut().poll_frame(cx),
-                    None => Poll::Ready(None),
+                None => match (rest.as_mut(), error.take()) {
+                    (_, Some(e)) => Poll::Ready(Some(Err(e))),
+                    (Some(rest), None) => rest.as_mut().poll_frame(cx),
+                    (None, None) => Poll::Ready(None),
                 },
             },
         }
@@ -122,7 +133,9 @@ impl http_body::Body for Body {
             Kind::Full { data } => data.is_none(),
             Kind::Incoming { inner } => inner.is_end_stream(),
             Kind::Tapped { inner, .. } => inner.is_end_stream(),
-            Kind::Buffered { frames, rest } => frames.is_empty() && rest.as_ref().is_none_or(|r| r.is_end_stream()),
+            Kind::Buffered { frames, rest, error } => {
+                frames.is_empty() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
         }
     }
 
@@ -132,7 +145,7 @@ impl http_body::Body for Body {
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Incoming { inner } => inner.size_hint(),
             Kind::Tapped { inner, .. } => inner.size_hint(),
-            Kind::Buffered { frames, rest } => {
+            Kind::Buffered { frames, rest, .. } => {
                 let buffered: u64 = frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();
                 match rest {
                     None => SizeHint::with_exact(buffered),

@@ -1,6 +1,7 @@
 //! The HTTP pipelines. Each direction is one top-down `ServiceBuilder` (first layer = outermost); read
 //! `outbound` and `inbound` to see the whole path a request takes.
 
+pub mod budget;
 pub mod fault;
 pub mod filters;
 pub mod h1_guard;

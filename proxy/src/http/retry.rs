@@ -23,9 +23,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::Service;
 
+use super::budget::Budget;
 use super::meta::RequestMeta;
 use super::route::Target;
 use super::split::Split;
@@ -35,9 +35,6 @@ use crate::errors::{BoxError, ConnectFailed, PerTryTimeout, UpstreamFailed};
 use crate::metrics::Name;
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
-
-/// How long the budget remembers requests.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// The retrying service, wrapping the split.
 #[derive(Clone)]
@@ -51,7 +48,7 @@ pub struct Retry {
 pub struct Budgets(Arc<Mutex<BudgetMap>>);
 
 /// (service, route) -> the budget policy and its state.
-type BudgetMap = HashMap<(Arc<str>, Arc<str>), (RetryBudget, Arc<TpsBudget>)>;
+type BudgetMap = HashMap<(Arc<str>, Arc<str>), Arc<Budget>>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -124,24 +121,20 @@ impl Reason {
 
 impl Budgets {
     /// The budget of `route`, new when the route or its budget policy is new.
-    fn get(&self, route: &Route, policy: &RetryBudget) -> Arc<TpsBudget> {
+    fn get(&self, route: &Route, policy: &RetryBudget) -> Arc<Budget> {
         let key = (route.service.clone(), route.name.clone());
         let Ok(mut map) = self.0.lock() else {
-            return Arc::new(new_budget(policy));
+            return Arc::new(Budget::new(*policy));
         };
         match map.get(&key) {
-            Some((p, budget)) if p == policy => budget.clone(),
+            Some(budget) if budget.policy() == policy => budget.clone(),
             _ => {
-                let budget = Arc::new(new_budget(policy));
-                map.insert(key, (*policy, budget.clone()));
+                let budget = Arc::new(Budget::new(*policy));
+                map.insert(key, budget.clone());
                 budget
             }
         }
     }
-}
-
-fn new_budget(policy: &RetryBudget) -> TpsBudget {
-    TpsBudget::new(BUDGET_WINDOW, policy.min_per_second, policy.ratio as f32)
 }
 
 impl Retry {
@@ -354,10 +347,9 @@ async fn grpc_status(rsp: Response<Body>, max: usize) -> (Response<Body>, Option
                 ended = true;
                 break;
             }
-            Some(Err(_)) => {
-                // Let the client see the failure as it would have without us.
-                ended = true;
-                break;
+            Some(Err(error)) => {
+                // The client sees the failure as it would have without the read-ahead.
+                return (Response::from_parts(parts, Body::buffered_then_error(frames, error)), None);
             }
             Some(Ok(frame)) => {
                 if let Some(t) = frame.trailers_ref() {
