@@ -29,7 +29,7 @@ pub fn curl() -> Curl {
 }
 
 impl Curl {
-    /// The URL to fetch, e.g. `http://127.0.0.1:4140/path` or, with [`Curl::proxy`], `http://svc.local/path`.
+    /// The URL to fetch, e.g. `http://127.0.0.1:<port>/path` or, with [`Curl::proxy`], `http://svc.local/path`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
