@@ -12,6 +12,7 @@
 //! ```
 
 pub mod client;
+pub mod faults;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -16,6 +16,10 @@ use super::endpoint::Endpoint;
 /// New endpoints start at this round-trip estimate; estimates decay towards new samples over `DECAY`.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
 const DECAY: Duration = Duration::from_secs(10);
+/// Two costs within this factor of each other count as equal.
+const TIE: f64 = 1.25;
+/// One pick in this many ignores cost.
+const EXPLORE: u32 = 16;
 /// Random draws before falling back to a scan when few endpoints are eligible.
 const DRAWS: usize = 8;
 
@@ -36,6 +40,8 @@ struct Ewma {
     /// Nanoseconds.
     estimate: f64,
     updated: Instant,
+    /// No response measured yet.
+    unsampled: bool,
 }
 
 /// What the balancer picked.
@@ -57,7 +63,7 @@ pub struct InFlight {
 
 impl EndpointState {
     pub fn new(addr: SocketAddr, client: Endpoint, breaker: Option<BreakerPolicy>) -> Self {
-        let ewma = Ewma { estimate: DEFAULT_RTT.as_nanos() as f64, updated: Instant::now() };
+        let ewma = Ewma { estimate: DEFAULT_RTT.as_nanos() as f64, updated: Instant::now(), unsampled: true };
         Self {
             addr,
             client,
@@ -73,9 +79,17 @@ impl EndpointState {
         self.healthy.load(Ordering::Relaxed) && self.breaker.as_ref().is_none_or(Breaker::is_available)
     }
 
+    /// `rtt_estimate × (pending + 1)`. The estimate decays towards zero while an endpoint gets no responses, so an
+    /// endpoint left aside (a slow one, or one that recovered) is tried again. An endpoint never measured costs
+    /// `DEFAULT_RTT × pending`: free while idle, so it is tried once, but not a magnet for a burst.
     fn cost(&self) -> f64 {
-        let estimate = self.ewma.lock().map_or(0.0, |e| e.estimate);
-        estimate * (self.pending.load(Ordering::Relaxed) + 1) as f64
+        let pending = self.pending.load(Ordering::Relaxed) as f64;
+        let Ok(e) = self.ewma.lock() else { return f64::MAX };
+        if e.unsampled {
+            return e.estimate * pending;
+        }
+        let elapsed = Instant::now().saturating_duration_since(e.updated).as_nanos() as f64;
+        e.estimate * (-elapsed / DECAY.as_nanos() as f64).exp() * (pending + 1.0)
     }
 
     /// Peak-sensitive: a slower sample takes over at once, faster ones pull the estimate down gradually.
@@ -83,7 +97,10 @@ impl EndpointState {
         let Ok(mut e) = self.ewma.lock() else { return };
         let now = Instant::now();
         let rtt = rtt.as_nanos() as f64;
-        if rtt > e.estimate {
+        if e.unsampled {
+            e.unsampled = false;
+            e.estimate = rtt;
+        } else if rtt > e.estimate {
             e.estimate = rtt;
         } else {
             let elapsed = now.saturating_duration_since(e.updated).as_nanos() as f64;
@@ -115,7 +132,20 @@ pub fn pick(endpoints: &[Arc<EndpointState>], avoid: Option<SocketAddr>) -> Pick
     if candidates.is_empty() && avoid.is_some() {
         candidates = two_eligible(endpoints, |e| e.is_available());
     }
-    candidates.sort_by(|a, b| a.cost().total_cmp(&b.cost()));
+    let mut costed: Vec<(f64, Arc<EndpointState>)> = candidates.into_iter().map(|e| (e.cost(), e)).collect();
+    costed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Costs within TIE of each other are noise (a few microseconds of estimate): choose at random between them, or
+    // one of two equal endpoints would take all of a low-concurrency load. And one pick in EXPLORE ignores cost, so
+    // an estimate that only a cold first request set (connection setup included) is measured again; a really slow
+    // endpoint stays expensive, since a slower sample takes over the estimate at once.
+    if let [(low, _), (high, _)] = costed.as_slice() {
+        let tie = *high <= *low * TIE;
+        let explore = rand::random_range(0..EXPLORE) == 0;
+        if (tie || explore) && rand::random::<bool>() {
+            costed.swap(0, 1);
+        }
+    }
+    let candidates = costed.into_iter().map(|(_, e)| e);
     // The cheaper first; if its breaker was claimed meanwhile (a racing half-open probe), the other.
     for candidate in candidates {
         match candidate.breaker.as_ref().map(Breaker::admit) {
@@ -182,14 +212,48 @@ mod tests {
         eps[1].observe(Duration::from_millis(1));
         tokio::time::advance(Duration::from_secs(20)).await;
         eps[1].observe(Duration::from_millis(1));
-        assert!((0..50).all(|_| addr_of(pick(&eps, None)) == Some(2)));
+        let twos = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(2)).count();
+        assert!(twos >= 940, "the cheaper endpoint won {twos} of 1000 (exploration takes about 1 in 32)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unmeasured_endpoint_is_tried_and_an_idle_one_comes_back() {
+        let eps = vec![ep(1, None), ep(2, None)];
+        eps[0].observe(Duration::from_millis(1));
+        assert_eq!(addr_of(pick(&eps, None)), Some(2), "never measured: tried first");
+        eps[1].observe(Duration::from_millis(50));
+        assert!((0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(1)).count() >= 940);
+        // Endpoint 1 keeps answering in 1 ms; endpoint 2's estimate decays while it gets nothing.
+        let mut picked_two = false;
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            eps[0].observe(Duration::from_millis(1));
+            picked_two |= addr_of(pick(&eps, None)) == Some(2);
+        }
+        assert!(picked_two, "the idle endpoint was never tried again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_endpoint_does_not_attract_a_burst() {
+        let eps = vec![ep(1, None), ep(2, None)];
+        eps[0].observe(Duration::from_millis(5));
+        let first = match pick(&eps, None) {
+            Pick::Endpoint(e, _) => e,
+            _ => unreachable!(),
+        };
+        assert_eq!(first.addr.port(), 2);
+        let _in_flight = first.start();
+        // One request in flight on the unmeasured endpoint: it now costs the default RTT (30 ms) > 5 ms.
+        let ones = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(1)).count();
+        assert!(ones >= 940, "the measured endpoint won {ones} of 1000");
     }
 
     #[tokio::test(start_paused = true)]
     async fn pending_requests_raise_the_cost() {
         let eps = vec![ep(1, None), ep(2, None)];
         let _busy: Vec<_> = (0..5).map(|_| eps[0].start()).collect();
-        assert!((0..50).all(|_| addr_of(pick(&eps, None)) == Some(2)));
+        let twos = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(2)).count();
+        assert!(twos >= 940, "the idle endpoint won {twos} of 1000");
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,32 +26,31 @@
 //!   policies that no longer exist.
 //! - **Metrics.** `attache_rate_limit_decisions_total{direction, service, route, decision}`, decision one of
 //!   `allowed` (at once), `queued` (admitted after a wait) or `limited` (429). Never a key in a label.
+//!
+//! The limiter itself is in `limiter`, the registry of routes' limiters in `registry`; both are re-exported here.
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use attache_config::model::{RateLimit as Policy, RateLimitKey, Route};
+use attache_config::model::Route;
 use http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::meta::ClientAddr;
 use super::rescue::ERROR_HEADER;
 use super::route::Target;
 use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
-use crate::dataplane::Dataplane;
 use crate::errors::BoxError;
 use crate::metrics::{Dir, Name};
+
+mod limiter;
+mod registry;
+
+pub use limiter::{Decision, Limiter, QueuePlace};
+pub use registry::RateLimiters;
 
 /// The `x-attache-error` reason of a 429.
 pub const REASON: &str = "rate-limited";
@@ -83,47 +82,6 @@ pub struct RateLimit {
     direction: Dir,
 }
 
-/// The live limiters of every route, shared by both pipelines and kept across reloads. Cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct RateLimiters {
-    table: Arc<RwLock<Table>>,
-}
-
-/// One route's limiter for one policy: its buckets and its queue depth.
-#[derive(Debug)]
-pub struct Limiter {
-    policy: Policy,
-    /// Nanoseconds between tokens; at least 1.
-    interval: u64,
-    /// `burst * interval`: how far ahead of now a bucket's TAT may run.
-    tolerance: u64,
-    max_keys: usize,
-    max_wait: u64,
-    /// Keys buckets by a hash that clients cannot predict.
-    hasher: RandomState,
-    /// Bucket times are nanoseconds since this instant.
-    epoch: Instant,
-    buckets: Mutex<Buckets>,
-    /// Requests waiting for a token.
-    waiting: AtomicUsize,
-}
-
-/// What a limiter decided for one request.
-#[derive(Debug)]
-pub enum Decision {
-    Allowed,
-    /// Admitted at `until`; the request holds `QueuePlace` while it waits.
-    Queued {
-        until: Instant,
-        place: QueuePlace,
-    },
-    Limited(RateLimited),
-}
-
-/// A place in a limiter's wait queue; freed when dropped.
-#[derive(Debug)]
-pub struct QueuePlace(Arc<Limiter>);
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub direction: Dir,
@@ -137,35 +95,6 @@ pub struct DecisionLabels {
 pub struct RateLimitMetrics {
     pub decisions: Family<DecisionLabels, Counter>,
 }
-
-/// Routes' limiters: per direction, by service, by route name; newest policy first, at most `GENERATIONS`.
-#[derive(Debug, Default)]
-struct Table {
-    inbound: ByService,
-    outbound: ByService,
-}
-
-/// Service -> route name -> limiters (newest policy first).
-type ByService = HashMap<Arc<str>, HashMap<Arc<str>, Vec<Arc<Limiter>>>>;
-
-/// Buckets by key hash; `slots` makes random sampling for eviction O(1).
-#[derive(Debug, Default)]
-struct Buckets {
-    index: HashMap<u64, usize>,
-    slots: Vec<Bucket>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    key: u64,
-    /// Theoretical arrival time, nanoseconds since the limiter's epoch. `<= now` means full.
-    tat: u64,
-}
-
-/// Limiters kept per route: the current policy and the previous one (requests of the old snapshot in flight).
-const GENERATIONS: usize = 2;
-/// Buckets sampled to choose an eviction.
-const EVICTION_SAMPLE: usize = 8;
 
 impl RateLimit {
     pub fn new(limiters: RateLimiters, metrics: RateLimitMetrics, direction: Dir) -> Self {
@@ -250,235 +179,6 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
-impl RateLimiters {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The limiter for `route`'s policy, created on first use; `None` when the route has no rate limit.
-    pub fn get(&self, direction: Dir, route: &Route) -> Option<Arc<Limiter>> {
-        let policy = route.rate_limit.as_ref()?;
-        {
-            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
-            let found = table
-                .dir(direction)
-                .get(&*route.service)
-                .and_then(|routes| routes.get(&*route.name))
-                .and_then(|gens| gens.iter().find(|l| l.policy == *policy));
-            if let Some(limiter) = found {
-                return Some(limiter.clone());
-            }
-        }
-        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        let gens =
-            table.dir_mut(direction).entry(route.service.clone()).or_default().entry(route.name.clone()).or_default();
-        if let Some(limiter) = gens.iter().find(|l| l.policy == *policy) {
-            return Some(limiter.clone());
-        }
-        let limiter = Arc::new(Limiter::new(policy.clone()));
-        gens.insert(0, limiter.clone());
-        gens.truncate(GENERATIONS);
-        Some(limiter)
-    }
-
-    /// Keeps the limiters for which `keep(direction, service, route, policy)` holds.
-    pub fn retain(&self, mut keep: impl FnMut(Dir, &str, &str, &Policy) -> bool) {
-        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-        for direction in [Dir::Inbound, Dir::Outbound] {
-            let services = table.dir_mut(direction);
-            services.retain(|service, routes| {
-                routes.retain(|name, gens| {
-                    gens.retain(|l| keep(direction, service, name, &l.policy));
-                    !gens.is_empty()
-                });
-                !routes.is_empty()
-            });
-        }
-    }
-
-    /// Keeps only the limiters of `plane`'s routes and current policies: outbound, the snapshot's service routes;
-    /// inbound, the listeners' app routes. Unchanged policies keep their buckets.
-    pub fn reconcile(&self, plane: &Dataplane) {
-        let mut live: HashMap<(Dir, &str, &str), &Policy> = HashMap::new();
-        let outbound = plane.snapshot.services.iter().flat_map(|s| s.routes.iter()).map(|r| (Dir::Outbound, r));
-        let inbound = plane.inbound.values().map(|r| (Dir::Inbound, r));
-        for (direction, route) in outbound.chain(inbound) {
-            if let Some(policy) = &route.rate_limit {
-                live.insert((direction, &route.service, &route.name), policy);
-            }
-        }
-        self.retain(|direction, service, route, policy| live.get(&(direction, service, route)) == Some(&policy));
-    }
-
-    /// Reconciles with every dataplane `plane` publishes, until its sender is gone.
-    pub fn follow(&self, mut plane: watch::Receiver<Arc<Dataplane>>) -> tokio::task::JoinHandle<()> {
-        let limiters = self.clone();
-        tokio::spawn(async move {
-            while plane.changed().await.is_ok() {
-                let current = plane.borrow_and_update().clone();
-                limiters.reconcile(&current);
-            }
-        })
-    }
-
-    /// Limiters alive (all routes, all kept policies).
-    pub fn len(&self) -> usize {
-        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
-        [&table.inbound, &table.outbound].iter().flat_map(|d| d.values()).flat_map(|r| r.values()).map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Table {
-    fn dir(&self, direction: Dir) -> &ByService {
-        match direction {
-            Dir::Inbound => &self.inbound,
-            Dir::Outbound => &self.outbound,
-        }
-    }
-
-    fn dir_mut(&mut self, direction: Dir) -> &mut ByService {
-        match direction {
-            Dir::Inbound => &mut self.inbound,
-            Dir::Outbound => &mut self.outbound,
-        }
-    }
-}
-
-impl Limiter {
-    pub fn new(policy: Policy) -> Self {
-        let interval = (1_000_000_000 / u64::from(policy.per_second.max(1))).max(1);
-        let tolerance = interval.saturating_mul(u64::from(policy.burst.max(1)));
-        let max_wait = policy.queue.map_or(0, |q| nanos(q.max_wait));
-        Self {
-            interval,
-            tolerance,
-            max_keys: policy.max_keys.max(1),
-            max_wait,
-            hasher: RandomState::new(),
-            epoch: Instant::now(),
-            buckets: Mutex::new(Buckets::default()),
-            waiting: AtomicUsize::new(0),
-            policy,
-        }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// Takes a token for `req`'s key, reserves a later one (`Queued`), or refuses.
-    pub fn acquire<B>(self: &Arc<Self>, req: &Request<B>) -> Decision {
-        self.acquire_key(self.key_of(req))
-    }
-
-    /// Buckets currently kept.
-    pub fn keys(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(PoisonError::into_inner).slots.len()
-    }
-
-    /// Requests currently waiting for a token.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
-    }
-
-    fn key_of<B>(&self, req: &Request<B>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        match &self.policy.key {
-            RateLimitKey::Global => 0u8.hash(&mut h),
-            // No mTLS yet: every peer is the same "unauthenticated" identity.
-            RateLimitKey::PeerIdentity => 1u8.hash(&mut h),
-            RateLimitKey::ClientIp => match req.extensions().get::<ClientAddr>() {
-                Some(addr) => (2u8, addr.0.ip().to_canonical()).hash(&mut h),
-                None => 3u8.hash(&mut h),
-            },
-            RateLimitKey::Header(name) => match req.headers().get(name) {
-                Some(value) => (4u8, value.as_bytes()).hash(&mut h),
-                None => 5u8.hash(&mut h),
-            },
-        }
-        h.finish()
-    }
-
-    fn acquire_key(self: &Arc<Self>, key: u64) -> Decision {
-        let now = nanos(Instant::now().saturating_duration_since(self.epoch));
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = buckets.get_or_insert(key, self.max_keys);
-        let tat = slot.tat.max(now);
-        let next = tat.saturating_add(self.interval);
-        let admit_until = now.saturating_add(self.tolerance);
-        if next <= admit_until {
-            slot.tat = next;
-            return Decision::Allowed;
-        }
-        let wait = next - admit_until;
-        if let Some(queue) = &self.policy.queue {
-            if wait <= self.max_wait && self.enter_queue(queue.max_depth) {
-                slot.tat = next;
-                drop(buckets);
-                let until = self.epoch + Duration::from_nanos(now.saturating_add(wait));
-                return Decision::Queued { until, place: QueuePlace(self.clone()) };
-            }
-        }
-        Decision::Limited(RateLimited {
-            retry_after: Duration::from_nanos(wait),
-            limit: self.policy.burst,
-            remaining: 0,
-            reset: Duration::from_nanos(tat - now),
-        })
-    }
-
-    fn enter_queue(&self, max_depth: usize) -> bool {
-        self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max_depth).then_some(n + 1)).is_ok()
-    }
-}
-
-impl Drop for QueuePlace {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Buckets {
-    /// `key`'s bucket; a new key gets a full bucket, evicting one when `max_keys` are kept.
-    fn get_or_insert(&mut self, key: u64, max_keys: usize) -> &mut Bucket {
-        let i = match self.index.get(&key) {
-            Some(&i) => i,
-            None => {
-                if self.slots.len() >= max_keys {
-                    self.evict();
-                }
-                self.slots.push(Bucket { key, tat: 0 });
-                self.index.insert(key, self.slots.len() - 1);
-                self.slots.len() - 1
-            }
-        };
-        &mut self.slots[i]
-    }
-
-    /// Drops the fullest of a few sampled buckets (smallest TAT).
-    fn evict(&mut self) {
-        let len = self.slots.len();
-        if len == 0 {
-            return;
-        }
-        let victim = if len <= EVICTION_SAMPLE {
-            (0..len).min_by_key(|&i| self.slots[i].tat)
-        } else {
-            (0..EVICTION_SAMPLE).map(|_| rand::random_range(0..len)).min_by_key(|&i| self.slots[i].tat)
-        };
-        let Some(victim) = victim else { return };
-        let removed = self.slots.swap_remove(victim);
-        self.index.remove(&removed.key);
-        if let Some(moved) = self.slots.get(victim) {
-            self.index.insert(moved.key, victim);
-        }
-    }
-}
-
 impl RateLimitMetrics {
     /// Registers `rate_limit_decisions` (a counter: `<prefix>_rate_limit_decisions_total`) in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
@@ -501,10 +201,6 @@ impl RateLimitMetrics {
             DecisionLabels { direction, service: Name::from(&route.service), route: Name::from(&route.name), decision };
         self.decisions.get_or_create(&labels).inc();
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

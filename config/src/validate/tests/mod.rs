@@ -1,9 +1,12 @@
 //! One test per validation rule: a small document, the error's path, line and column, and a bit of its message.
 
+mod backend_policies;
 mod backends;
 mod listeners;
 mod matches;
+mod rate_limit_fault;
 mod resilience;
+mod retry;
 mod routes;
 mod services;
 

@@ -1,12 +1,18 @@
 //! Rate-limit tests, on paused tokio time.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use attache_config::model::RateLimitQueue;
+use attache_config::model::{RateLimit as Policy, RateLimitKey, RateLimitQueue};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
+use crate::dataplane::Dataplane;
+use crate::http::meta::ClientAddr;
 use crate::http::stage::StageLayer;
 
 fn policy(per_second: u32, burst: u32, key: RateLimitKey) -> Policy {
