@@ -170,3 +170,49 @@ async fn split_sends_everything_to_the_other_backend_while_one_is_ejected() {
     let fast = metrics.sum("attache_backend_fast_failures_total", &[("backend", "broken")]);
     assert_eq!(fast, 0.0, "the split steers around it; nothing is failed fast:\n{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_back() {
+    let good =
+        attache_tests::server::http1().name("good").route_prefix("/", attache_tests::server::ok("good")).run().await;
+    let sick = faults::fail_then_recover(usize::MAX, 503).name("sick").run().await;
+    let yaml = format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners:
+  - {{ name: outbound, address: "127.0.0.1:0", direction: outbound }}
+services:
+  - name: svc
+    hosts: [svc]
+    routes:
+      - name: default
+        backends: [{{ name: web }}]
+backends:
+  - name: web
+    endpoints: ["{}", "{}"]
+    circuit_breaker: {{ enabled: false }}
+    health_check: {{ path: /healthz, interval: 50ms, timeout: 40ms, healthy_threshold: 2, unhealthy_threshold: 2 }}
+"#,
+        good.addr(),
+        sick.addr()
+    );
+    let proxy = proxy::new().config(yaml).run().await;
+    let sick_ep = sick.addr().to_string();
+    eventually(secs(5), || async {
+        proxy.metrics().await.value("attache_endpoint_healthy", &[("endpoint", &sick_ep)]) == Some(0.0)
+    })
+    .await;
+    // Out of rotation: client traffic only reaches the healthy endpoint (health checks still probe the sick one).
+    let before = sick.requests();
+    let client = attache_tests::client::http1(proxy.outbound());
+    for _ in 0..50 {
+        assert_eq!(client.get("svc", "/").await.unwrap().status, 200);
+    }
+    let probes_only = sick.requests() - before;
+    assert!(probes_only <= 10, "the unhealthy endpoint got {probes_only} requests while 50 were sent");
+    sick.recover();
+    eventually(secs(5), || async {
+        proxy.metrics().await.value("attache_endpoint_healthy", &[("endpoint", &sick_ep)]) == Some(1.0)
+    })
+    .await;
+}
