@@ -73,6 +73,16 @@ pub struct ConnectFailed {
     pub source: std::io::Error,
 }
 
+/// The upstream refused the stream before processing it (HTTP/2 REFUSED_STREAM, or a GOAWAY that left it
+/// unprocessed). Nothing was processed: always safe to retry.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {addr} refused the stream")]
+pub struct Refused {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: BoxError,
+}
+
 /// The upstream exchange failed after connecting (reset, malformed response, ...).
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {addr} failed")]
@@ -122,7 +132,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         if e.is::<RequestTimeout>() || e.is::<PerTryTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
             return r(S::GATEWAY_TIMEOUT, "timeout");
         }
-        if e.is::<UpstreamFailed>() {
+        if e.is::<UpstreamFailed>() || e.is::<Refused>() {
             return r(S::BAD_GATEWAY, "upstream-failed");
         }
         cur = e.source();

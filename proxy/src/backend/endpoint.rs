@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::body::Body;
-use crate::errors::{BoxError, ConnectFailed, UpstreamFailed};
+use crate::errors::{BoxError, ConnectFailed, Refused, UpstreamFailed};
 use crate::http::upgrade;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -114,7 +114,7 @@ impl H2Conn {
         let addr = self.connector.addr;
         let mut sender = self.sender().await?;
         sender.ready().await.map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
-        let rsp = sender.send_request(req).await.map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
+        let rsp = sender.send_request(req).await.map_err(|e| h2_error(addr, e))?;
         Ok(rsp.map(Body::from))
     }
 }
@@ -183,6 +183,26 @@ impl tower::Service<Request<Body>> for Endpoint {
             Ok(rsp)
         })
     }
+}
+
+/// A stream the server refused, or left unprocessed when it went away, was never processed: say so, so that it is
+/// retried like a connect failure.
+fn h2_error(addr: SocketAddr, err: hyper::Error) -> BoxError {
+    use std::error::Error as _;
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            // A graceful GOAWAY fails only the streams above its last processed id; an error GOAWAY may fail
+            // processed ones too, so only the former counts.
+            let unprocessed = (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            if unprocessed {
+                return Box::new(Refused { addr, source: Box::new(err) });
+            }
+        }
+        cur = e.source();
+    }
+    Box::new(UpstreamFailed { addr, source: Box::new(err) })
 }
 
 fn client_error(addr: SocketAddr, err: hyper_util::client::legacy::Error) -> BoxError {

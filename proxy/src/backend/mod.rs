@@ -128,11 +128,11 @@ impl BackendHandle {
             },
             None => call.await,
         };
-        drop(in_flight);
         let success = match &result {
-            Ok(rsp) => !rsp.status().is_server_error(),
+            Ok(rsp) => !rsp.status().is_server_error() && !grpc_server_failure(rsp.headers()),
             Err(_) => false,
         };
+        in_flight.finish(success);
         self.settle(probe, success);
         let mut rsp = result?;
         rsp.extensions_mut().insert(ServedBy(endpoint.addr));
@@ -195,11 +195,18 @@ impl<T: Send + 'static> BodyTap for Hold<T> {
     fn data(&mut self, _len: usize) {}
 }
 
+/// A gRPC status in the response headers (a trailers-only reply) that says the server failed: UNKNOWN,
+/// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS. gRPC failures arrive as HTTP 200.
+fn grpc_server_failure(headers: &http::HeaderMap) -> bool {
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok());
+    matches!(code, Some(2 | 4 | 13 | 14 | 15))
+}
+
 /// Whether an error happened before anything reached the upstream (always safe to retry).
 pub fn nothing_sent(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<ConnectFailed>() {
+        if e.is::<ConnectFailed>() || e.is::<crate::errors::Refused>() {
             return true;
         }
         cur = e.source();

@@ -8,7 +8,8 @@ use attache_config::model::Route;
 #[derive(Debug, Default)]
 pub struct RequestMeta {
     pub route: OnceLock<Arc<Route>>,
-    pub backend: OnceLock<Arc<str>>,
+    /// The backend of the latest attempt: the one whose answer the client gets.
+    pub backend: std::sync::Mutex<Option<Arc<str>>>,
     /// An injected fault (`delay`, `abort`), for the access log.
     pub fault: OnceLock<&'static str>,
     /// Upstream attempts made (retries included).
@@ -20,6 +21,16 @@ pub struct RequestMeta {
 pub struct ClientAddr(pub std::net::SocketAddr);
 
 impl RequestMeta {
+    pub fn set_backend(&self, name: &Arc<str>) {
+        if let Ok(mut b) = self.backend.lock() {
+            *b = Some(name.clone());
+        }
+    }
+
+    pub fn backend(&self) -> Option<Arc<str>> {
+        self.backend.lock().ok().and_then(|b| b.clone())
+    }
+
     pub fn of<B>(req: &http::Request<B>) -> Option<&Arc<RequestMeta>> {
         req.extensions().get::<Arc<RequestMeta>>()
     }

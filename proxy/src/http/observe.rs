@@ -73,7 +73,7 @@ where
             let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
             let route = meta.route.get();
             let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
-            let backend = name(meta.backend.get());
+            let backend = name(meta.backend().as_ref());
             let status_class = status_class(rsp.status());
             metrics
                 .requests
@@ -121,7 +121,7 @@ impl Drop for AccessLog {
             path = %self.path,
             service = route.map_or("", |r| &*r.service),
             route = route.map_or("", |r| &*r.name),
-            backend = self.meta.backend.get().map_or("", |b| &**b),
+            backend = self.meta.backend().as_deref().unwrap_or(""),
             fault = self.meta.fault.get().copied().unwrap_or(""),
             attempts = self.meta.attempts.load(std::sync::atomic::Ordering::Relaxed),
             status = self.status,

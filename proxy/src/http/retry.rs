@@ -34,6 +34,10 @@ use crate::body::Body;
 use crate::errors::{BoxError, ConnectFailed, PerTryTimeout, UpstreamFailed};
 use crate::metrics::Name;
 
+/// How long a body may take to end while it is read ahead (request bodies for replay, gRPC responses for their
+/// trailers). Unary calls complete at once; a stream that is still open after this is handed on as it is.
+const READ_AHEAD: Duration = Duration::from_millis(100);
+
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
 
 /// The retrying service, wrapping the split.
@@ -172,10 +176,14 @@ impl Retry {
         let replay = match buffer(body, policy.max_body_bytes).await? {
             Ok(replay) => replay,
             Err(body) => {
-                // Streamed as it comes: one attempt only.
+                // Streamed as it comes: one attempt only (still bounded by the per-try timeout).
                 self.metrics.body_too_large.get_or_create(&labels).inc();
                 self.count_attempt(&head, &labels);
-                return Split.call(Request::from_parts(head, body)).await;
+                let mut req = Request::from_parts(head, body);
+                if let Some(t) = policy.per_try_timeout {
+                    req.extensions_mut().insert(AttemptTimeout(t));
+                }
+                return Split.call(req).await;
             }
         };
         let is_grpc = is_grpc(&head.headers);
@@ -219,15 +227,46 @@ fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
-/// Buffers a body whose length is known and within `max`; otherwise hands it back untouched.
+/// Buffers a request body for replay: one of known length within `max`, or one that ends within `max` bytes and
+/// READ_AHEAD (gRPC clients send no content-length, but a unary call's body is complete at once). Otherwise the body
+/// is handed back, with whatever was read ahead in front, to be streamed once.
 async fn buffer(body: Body, max: usize) -> Result<Result<Replay, Body>, BoxError> {
-    match body.size_hint().exact() {
-        Some(n) if n <= max as u64 => {}
-        _ => return Ok(Err(body)),
+    let hint = body.size_hint();
+    if hint.exact().is_some_and(|n| n <= max as u64) {
+        let collected = body.collect().await.map_err(|e| -> BoxError { Box::new(e) })?;
+        let trailers = collected.trailers().cloned();
+        return Ok(Ok(Replay { data: collected.to_bytes(), trailers }));
     }
-    let collected = body.collect().await.map_err(|e| -> BoxError { Box::new(e) })?;
-    let trailers = collected.trailers().cloned();
-    Ok(Ok(Replay { data: collected.to_bytes(), trailers }))
+    if hint.lower() > max as u64 {
+        return Ok(Err(body));
+    }
+    let mut body = body;
+    let mut frames = Vec::new();
+    let mut size = 0usize;
+    let deadline = tokio::time::Instant::now() + READ_AHEAD;
+    loop {
+        if size > max {
+            return Ok(Err(Body::buffered(frames, Some(body))));
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Ok(Err(Body::buffered(frames, Some(body)))),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(Box::new(e)),
+            Ok(Some(Ok(frame))) => {
+                size += frame.data_ref().map_or(0, |d| d.len());
+                frames.push(frame);
+            }
+        }
+    }
+    let mut data = bytes::BytesMut::with_capacity(size);
+    let mut trailers = None;
+    for frame in frames {
+        match frame.into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    Ok(Ok(Replay { data: data.freeze(), trailers }))
 }
 
 fn rebuild(head: &Parts, replay: &Replay, avoid: Option<SocketAddr>, timeout: Option<Duration>) -> Request<Body> {
@@ -325,13 +364,16 @@ fn failed_at(err: &(dyn std::error::Error + 'static)) -> Option<SocketAddr> {
         if let Some(t) = e.downcast_ref::<PerTryTimeout>() {
             return Some(t.addr);
         }
+        if let Some(r) = e.downcast_ref::<crate::errors::Refused>() {
+            return Some(r.addr);
+        }
         cur = e.source();
     }
     None
 }
 
 /// The `grpc-status` of a response: from its headers (trailers-only form), else from its trailers when the whole
-/// body fits in `max` bytes. The response comes back with everything read ahead put back in front.
+/// body fits in `max` bytes and ends within READ_AHEAD. The response comes back with everything read ahead put back in front.
 async fn grpc_status(rsp: Response<Body>, max: usize) -> (Response<Body>, Option<u32>) {
     if let Some(code) = parse_status(rsp.headers()) {
         return (rsp, Some(code));
@@ -341,8 +383,13 @@ async fn grpc_status(rsp: Response<Body>, max: usize) -> (Response<Body>, Option
     let mut size = 0usize;
     let mut code = None;
     let mut ended = false;
+    let deadline = tokio::time::Instant::now() + READ_AHEAD;
     while size <= max {
-        match body.frame().await {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            // A stream, not a unary reply: hand it on now rather than hold the client's headers.
+            break;
+        };
+        match next {
             None => {
                 ended = true;
                 break;

@@ -46,7 +46,7 @@ impl tower::Service<Request<Body>> for Split {
             }
         }
         if let Some(meta) = RequestMeta::of(&req) {
-            let _ = meta.backend.set(chosen.name.clone());
+            meta.set_backend(&chosen.name);
         }
         match target.plane.backend(&chosen.name) {
             Some(backend) => Box::pin(backend.call(req)),
