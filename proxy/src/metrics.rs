@@ -97,6 +97,8 @@ pub struct DiscoveryMetrics {
     pub resolutions: Family<BackendResultLabels, Counter>,
     /// Active health checks (`attache_health_checks_total`, `attache_endpoint_healthy`).
     pub health: crate::backend::health::HealthMetrics,
+    /// The breaker state family, so endpoints that go away (or are rebuilt closed) take their series along.
+    pub breaker_state: Family<EndpointLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -238,10 +240,12 @@ impl Metrics {
             Unit::Seconds,
             config.last_reload_timestamp.clone(),
         );
+        let breaker_state: Family<EndpointLabels, Gauge> = Family::default();
         let discovery = DiscoveryMetrics {
             endpoints: Family::default(),
             resolutions: Family::default(),
             health: crate::backend::health::HealthMetrics::register(reg),
+            breaker_state: breaker_state.clone(),
         };
         reg.register("backend_endpoints", "Endpoints currently known per backend", discovery.endpoints.clone());
         reg.register(
@@ -249,11 +253,8 @@ impl Metrics {
             "DNS resolutions of backend endpoints by result",
             discovery.resolutions.clone(),
         );
-        let backend = BackendMetrics {
-            breaker_state: Family::default(),
-            breaker_transitions: Family::default(),
-            fast_failures: Family::default(),
-        };
+        let backend =
+            BackendMetrics { breaker_state, breaker_transitions: Family::default(), fast_failures: Family::default() };
         reg.register(
             "breaker_state",
             "Circuit breaker state per endpoint: 0 closed, 1 open, 2 half-open",

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::balance::EndpointState;
 use super::endpoint::{Endpoint, PoolSettings};
-use crate::metrics::{BackendLabels, BackendResultLabels, DiscoveryMetrics, Name};
+use crate::metrics::{BackendLabels, BackendResultLabels, DiscoveryMetrics, EndpointLabels, Name};
 
 /// The endpoints of one backend, as the balancer sees them.
 pub type Endpoints = Arc<[Arc<EndpointState>]>;
@@ -88,8 +88,12 @@ impl Discovery {
                 break;
             }
         }
-        // The backend is gone: so is its series.
+        // The backend is gone: so are its series.
         let name = self.config.borrow().name.clone();
+        for addr in self.current.keys() {
+            let labels = EndpointLabels { backend: Name(name.clone()), endpoint: addr.to_string() };
+            self.metrics.breaker_state.remove(&labels);
+        }
         self.metrics.endpoints.remove(&BackendLabels { backend: Name(name) });
     }
 
@@ -98,10 +102,18 @@ impl Discovery {
     pub async fn sync(&mut self, backend: &Backend) -> Result<(), ()> {
         let desired = self.desired(backend).await;
         let settings = (backend.protocol, backend.connect_timeout, backend.breaker);
+        let breaker_series =
+            |addr: &SocketAddr| EndpointLabels { backend: Name(backend.name.clone()), endpoint: addr.to_string() };
         if self.built_for.is_some_and(|b| b != settings) {
-            self.current.clear();
+            // Rebuilt endpoints start with closed breakers.
+            for addr in std::mem::take(&mut self.current).keys() {
+                self.metrics.breaker_state.remove(&breaker_series(addr));
+            }
         }
         self.built_for = Some(settings);
+        for addr in self.current.keys().filter(|a| !desired.contains(a)) {
+            self.metrics.breaker_state.remove(&breaker_series(addr));
+        }
         self.current.retain(|addr, _| desired.contains(addr));
         for addr in desired {
             self.current.entry(addr).or_insert_with(|| {
