@@ -52,6 +52,7 @@ pub struct Limits {
     pub max_pending_per_backend: usize,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
+    pub max_retry_buffer_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

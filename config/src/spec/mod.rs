@@ -68,6 +68,8 @@ pub struct LimitsSpec {
     pub pool_idle_timeout: String,
     /// Idle pooled upstream connections kept per endpoint.
     pub pool_max_idle_per_endpoint: u32,
+    /// Request bytes held for retry replay across all requests at once; beyond it, requests are streamed once.
+    pub max_retry_buffer_bytes: u32,
 }
 
 /// Which way a listener carries traffic.
@@ -348,6 +350,7 @@ impl Default for LimitsSpec {
             max_pending_per_backend: 1_000,
             pool_idle_timeout: "90s".to_owned(),
             pool_max_idle_per_endpoint: 64,
+            max_retry_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }

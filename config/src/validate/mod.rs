@@ -128,6 +128,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         max_pending_per_backend: usize::try_from(spec.max_pending_per_backend).unwrap_or(usize::MAX),
         pool_idle_timeout,
         pool_max_idle_per_endpoint: count("pool_max_idle_per_endpoint", spec.pool_max_idle_per_endpoint),
+        max_retry_buffer_bytes: count("max_retry_buffer_bytes", spec.max_retry_buffer_bytes),
     }
 }
 

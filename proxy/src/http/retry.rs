@@ -45,6 +45,20 @@ type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxErro
 pub struct Retry {
     metrics: RetryMetrics,
     budgets: Budgets,
+    /// Request bytes held for replay by all requests at once (bounded by `limits.max_retry_buffer_bytes`).
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A share of the replay pool, given back when the request is done.
+struct Held {
+    pool: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.pool.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Retry budgets by route, kept across reloads while the route's budget policy is unchanged.
@@ -143,7 +157,14 @@ impl Budgets {
 
 impl Retry {
     pub fn new(metrics: RetryMetrics, budgets: Budgets) -> Self {
-        Self { metrics, budgets }
+        Self { metrics, budgets, held: Arc::default() }
+    }
+
+    /// Reserves up to `bytes` of the replay pool; `None` when the pool cannot hold them.
+    fn hold(&self, bytes: usize, limit: usize) -> Option<Held> {
+        let prev = self.held.fetch_add(bytes, Ordering::AcqRel);
+        let held = Held { pool: self.held.clone(), bytes };
+        (prev + bytes <= limit).then_some(held)
     }
 }
 
@@ -172,8 +193,16 @@ impl Retry {
         let labels = RouteLabels { service: Name(route.service.clone()), route: Name(route.name.clone()) };
         let budget = self.budgets.get(&route, &policy.budget);
         budget.deposit();
+        let limit =
+            req.extensions().get::<Target>().map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
         let (head, body) = req.into_parts();
-        let replay = match buffer(body, policy.max_body_bytes).await? {
+        // Room for the largest body this route may replay; a body known to be empty needs none.
+        let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };
+        // Kept until the request is done (the end of this function).
+        let held = self.hold(need, limit);
+        let buffered =
+            if need > 0 && held.is_none() { Ok(Err(body)) } else { buffer(body, policy.max_body_bytes).await };
+        let replay = match buffered? {
             Ok(replay) => replay,
             Err(body) => {
                 // Streamed as it comes: one attempt only (still bounded by the per-try timeout).

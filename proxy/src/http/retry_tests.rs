@@ -119,3 +119,12 @@ async fn bodies_are_buffered_only_when_known_and_small() {
     let large = Body::full(Bytes::from(vec![7u8; 2000]));
     assert!(buffer(large, 1024).await.unwrap().is_err(), "too large: handed back");
 }
+
+#[test]
+fn the_replay_pool_is_shared_and_given_back() {
+    let retry = Retry::new(RetryMetrics::default(), Budgets::default());
+    let a = retry.hold(600, 1000).expect("fits");
+    assert!(retry.hold(600, 1000).is_none(), "the pool is full");
+    drop(a);
+    assert!(retry.hold(600, 1000).is_some(), "given back");
+}
