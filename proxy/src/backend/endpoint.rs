@@ -185,10 +185,14 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 }
 
-/// A stream the server refused, or left unprocessed when it went away, was never processed: say so, so that it is
-/// retried like a connect failure.
+/// A stream the server refused, or left unprocessed when it went away, or one dropped unsent because its connection
+/// was closing, was never processed: say so, so that it is retried like a connect failure.
 fn h2_error(addr: SocketAddr, err: hyper::Error) -> BoxError {
     use std::error::Error as _;
+    // Dropped before it was ever sent: the connection was going away when the request was queued on it.
+    if err.is_canceled() {
+        return Box::new(Refused { addr, source: Box::new(err) });
+    }
     let mut cur = err.source();
     while let Some(e) = cur {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {

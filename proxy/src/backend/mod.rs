@@ -128,12 +128,19 @@ impl BackendHandle {
             },
             None => call.await,
         };
-        let success = match &result {
-            Ok(rsp) => !rsp.status().is_server_error() && !grpc_server_failure(rsp.headers()),
-            Err(_) => false,
+        let outcome = match &result {
+            Ok(rsp) => Some(!rsp.status().is_server_error() && !grpc_server_failure(rsp.headers())),
+            // A refused stream (graceful shutdown of a healthy upstream) says nothing about the endpoint's health.
+            Err(e) if is_refused(&**e) => None,
+            Err(_) => Some(false),
         };
-        in_flight.finish(success);
-        self.settle(probe, success);
+        match outcome {
+            Some(success) => {
+                in_flight.finish(success);
+                self.settle(probe, success);
+            }
+            None => drop((in_flight, probe)),
+        }
         let mut rsp = result?;
         rsp.extensions_mut().insert(ServedBy(endpoint.addr));
         Ok(rsp)
@@ -200,6 +207,17 @@ impl<T: Send + 'static> BodyTap for Hold<T> {
 fn grpc_server_failure(headers: &http::HeaderMap) -> bool {
     let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok());
     matches!(code, Some(2 | 4 | 13 | 14 | 15))
+}
+
+fn is_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<crate::errors::Refused>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Whether an error happened before anything reached the upstream (always safe to retry).
