@@ -8,6 +8,7 @@ pub mod h1_guard;
 pub mod meta;
 pub mod observe;
 pub mod ratelimit;
+pub mod replay;
 pub mod rescue;
 pub mod retry;
 pub mod route;

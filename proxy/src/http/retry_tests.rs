@@ -1,5 +1,8 @@
 use super::*;
 use attache_config::model::RetryOn;
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::BodyExt;
 
 fn policy() -> RetryPolicy {
     RetryPolicy {
