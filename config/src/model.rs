@@ -13,8 +13,10 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::spec::ConfigSpec;
 
 pub mod resilience;
+pub mod tls;
 
 pub use self::resilience::*;
+pub use self::tls::*;
 
 /// One complete, valid configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +80,10 @@ pub struct Listener {
     pub target: ListenerTarget,
     /// Inbound HTTP rate limit.
     pub rate_limit: Option<RateLimit>,
+    /// Inbound mTLS.
+    pub tls: Option<ListenerTls>,
+    /// Inbound authorization.
+    pub authorization: Option<Authorization>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -207,6 +213,8 @@ pub struct Backend {
     pub breaker: Option<BreakerPolicy>,
     pub bulkhead: Bulkhead,
     pub health_check: Option<HealthCheck>,
+    /// mTLS origination.
+    pub tls: Option<BackendTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

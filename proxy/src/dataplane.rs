@@ -79,6 +79,7 @@ fn app_backend(listener: &str, endpoint: EndpointAddr, limits: &Limits) -> Backe
             max_pending: limits.max_pending_per_backend,
         },
         health_check: None,
+        tls: None,
     }
 }
 

@@ -7,8 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod resilience;
+mod tls;
 
 pub use self::resilience::*;
+pub use self::tls::*;
 
 /// A whole proxy configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -117,6 +119,12 @@ pub struct ListenerSpec {
     /// Inbound only: a rate limit on HTTP requests to the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Inbound only: mutual TLS (not yet served by the proxy; validated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsSpec>,
+    /// Inbound only: who may call the app (not yet enforced by the proxy; validated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
 }
 
 /// A logical service, addressed by host name.
@@ -319,6 +327,9 @@ pub struct BackendSpec {
     /// Active health checks feeding the same endpoint gate as the circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// Originate mTLS to this backend and require its SPIFFE identity (not yet served by the proxy; validated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsSpec>,
 }
 
 fn default_admin_address() -> String {

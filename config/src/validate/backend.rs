@@ -68,8 +68,9 @@ pub(super) fn backends(
         let bulkhead = resilience::bulkhead(ctx, &path, spec);
         let health_check =
             optional(spec.health_check.as_ref(), |h| resilience::health_check(ctx, &format!("{path}.health_check"), h));
-        let (Some(dns_refresh), Some(connect_timeout), Some(breaker), Some(bulkhead), Some(health_check)) =
-            (dns_refresh, connect_timeout, breaker, bulkhead, health_check)
+        let tls = optional(spec.tls.as_ref(), |t| super::tls::backend_tls(ctx, &format!("{path}.tls"), t));
+        let (Some(dns_refresh), Some(connect_timeout), Some(breaker), Some(bulkhead), Some(health_check), Some(tls)) =
+            (dns_refresh, connect_timeout, breaker, bulkhead, health_check, tls)
         else {
             continue;
         };
@@ -88,6 +89,7 @@ pub(super) fn backends(
             breaker,
             bulkhead,
             health_check,
+            tls,
         };
         out.entry(name).or_insert_with(|| Arc::new(backend));
     }

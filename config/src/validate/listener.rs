@@ -31,7 +31,21 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option
         }
         let target = target(ctx, &path, spec);
         let rate_limit = optional(spec.rate_limit.as_ref(), |r| rate_limit(ctx, &path, spec, r));
-        if let (Some(address), Some(target), Some(rate_limit)) = (address, target, rate_limit) {
+        let inbound = spec.direction == DirectionSpec::Inbound;
+        for (present, field) in [(spec.tls.is_some(), "tls"), (spec.authorization.is_some(), "authorization")] {
+            if present && !inbound {
+                let message =
+                    format!("only inbound listeners have `{field}`; outbound mTLS is per backend (`backends[].tls`)");
+                ctx.errors.push(format!("{path}.{field}"), message);
+            }
+        }
+        let tls = optional(spec.tls.as_ref(), |t| super::tls::listener_tls(ctx, &format!("{path}.tls"), t));
+        let authorization = optional(spec.authorization.as_ref(), |a| {
+            super::tls::authorization(ctx, &format!("{path}.authorization"), a)
+        });
+        if let (Some(address), Some(target), Some(rate_limit), Some(tls), Some(authorization)) =
+            (address, target, rate_limit, tls, authorization)
+        {
             out.push(Arc::new(Listener {
                 name: Arc::from(spec.name.as_str()),
                 address,
@@ -46,6 +60,8 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, specs: &[ListenerSpec], admin: Option
                 },
                 target,
                 rate_limit,
+                tls,
+                authorization,
             }));
         }
     }

@@ -14,6 +14,7 @@ fn backend(endpoints: Vec<EndpointAddr>) -> Arc<Backend> {
         breaker: None,
         bulkhead: attache_config::model::Bulkhead { max_concurrent: 10, max_pending: 10 },
         health_check: None,
+        tls: None,
     })
 }
 

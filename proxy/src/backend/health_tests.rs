@@ -96,6 +96,7 @@ fn backend(addrs: &[SocketAddr], health_check: Option<HealthCheck>) -> Arc<Backe
         breaker: None,
         bulkhead: Bulkhead { max_concurrent: 10, max_pending: 10 },
         health_check,
+        tls: None,
     })
 }
 

@@ -20,12 +20,43 @@ const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Also re-check this often, in case an event was missed (network filesystems, some editors).
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, and checks that this proxy can serve everything it asks for.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         errors: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))],
     })?;
-    attache_config::load_str(&text)
+    let snapshot = attache_config::load_str(&text)?;
+    supported(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// mTLS and authorization are valid configuration but not served by this build yet: refuse them rather than run a
+/// plaintext listener where strict mTLS was asked for.
+fn supported(snapshot: &Snapshot) -> Result<(), ConfigError> {
+    const WHY: &str = concat!(
+        "is not supported by this attache-proxy yet (mTLS and authorization are being built); ",
+        "refusing rather than serving without it"
+    );
+    let mut errors = Vec::new();
+    let source = &snapshot.source;
+    for (i, l) in source.listeners.iter().enumerate() {
+        if l.tls.is_some() {
+            errors.push(FieldError::new(format!("listeners[{i}].tls"), format!("`tls` {WHY}")));
+        }
+        if l.authorization.is_some() {
+            errors.push(FieldError::new(format!("listeners[{i}].authorization"), format!("`authorization` {WHY}")));
+        }
+    }
+    for (i, b) in source.backends.iter().enumerate() {
+        if b.tls.is_some() {
+            errors.push(FieldError::new(format!("backends[{i}].tls"), format!("`tls` {WHY}")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { errors })
+    }
 }
 
 /// Follows `path` and publishes every valid change. Returns the snapshot channel; the watch lives as long as the
@@ -101,4 +132,30 @@ fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, status: &ConfigStatus,
 
 fn render(error: &ConfigError) -> Vec<String> {
     error.errors.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_and_authorization_are_refused_until_they_are_served() {
+        let yaml = "\
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    direction: inbound
+    app: 127.0.0.1:8080
+    tls: { cert: c.pem, key: k.pem, trust_bundle: b.pem }
+    authorization: { allow_unauthenticated: true }
+backends:
+  - name: web
+    endpoints: [127.0.0.1:8080]
+    tls: { identity: spiffe://example.org/web, cert: c.pem, key: k.pem, trust_bundle: b.pem }
+";
+        let snapshot = attache_config::load_str(yaml).expect("valid configuration");
+        let err = supported(&snapshot).expect_err("refused");
+        let paths: Vec<_> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["listeners[0].tls", "listeners[0].authorization", "backends[0].tls"]);
+    }
 }

@@ -9,6 +9,7 @@ mod resilience;
 mod retry;
 mod routes;
 mod services;
+mod tls;
 
 use std::time::Duration;
 
