@@ -6,10 +6,12 @@
 //! Each server records what it saw (see [`Server`]); dropping the [`Server`] stops it and its connections.
 
 mod handlers;
+mod lingering;
 mod tcp;
 mod websocket;
 
 pub use self::handlers::{chunks, echo, grpc_frame, ok, slow, status, trailers, MockHandler, ServerName};
+pub use self::lingering::Lingering;
 pub use self::tcp::{tcp_banner, tcp_echo, tcp_echo_reply, TcpBuilder, TcpServer};
 pub use self::websocket::{websocket_accept, websocket_echo, WebSocketBuilder, WebSocketServer};
 

@@ -285,7 +285,9 @@ async fn a_post_refused_by_an_h2_upstream_is_retried_without_opt_in() {
 
 /// An h2c upstream whose every connection goes away gracefully (GOAWAY, in-flight streams finish) each time
 /// `restart` is notified, as a rolling restart does; it keeps accepting new connections. Answers `200` with the
-/// request body after `delay`.
+/// request body after `delay`. It lingers on close, as Go's and Envoy's servers do: a server that closes with
+/// unread bytes resets the connection, and the reset can destroy its own final GOAWAY before the client reads it,
+/// leaving the client unable to tell processed streams from unprocessed ones.
 struct Restarting {
     addr: SocketAddr,
     restart: Arc<tokio::sync::watch::Sender<u64>>,
@@ -317,7 +319,7 @@ async fn restarting_h2(delay: Duration) -> Restarting {
                     }
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(io), svc);
+                    .serve_connection(TokioIo::new(attache_tests::server::Lingering::new(io)), svc);
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,

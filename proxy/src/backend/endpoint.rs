@@ -53,7 +53,14 @@ pub struct Endpoint {
 #[derive(Debug)]
 struct H2Conn {
     connector: Connector,
-    sender: Mutex<Option<http2::SendRequest<Body>>>,
+    sender: Mutex<H2Slot>,
+}
+
+/// The live connection's sender, numbered so that a caller can retire exactly the connection it used.
+#[derive(Debug, Default)]
+struct H2Slot {
+    generation: u64,
+    sender: Option<http2::SendRequest<Body>>,
 }
 
 impl Connector {
@@ -88,11 +95,14 @@ impl tower::Service<Uri> for Connector {
 }
 
 impl H2Conn {
+    /// How many fresh connections a request that came back unsent may try before it is refused upward.
+    const UNSENT_REDIALS: usize = 2;
+
     /// A sender on a live connection, connecting first if there is none.
-    async fn sender(&self) -> Result<http2::SendRequest<Body>, BoxError> {
+    async fn sender(&self) -> Result<(u64, http2::SendRequest<Body>), BoxError> {
         let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
+        if let Some(s) = slot.sender.as_ref().filter(|s| !s.is_closed()) {
+            return Ok((slot.generation, s.clone()));
         }
         let addr = self.connector.addr;
         let stream = self.connector.connect().await?;
@@ -106,17 +116,53 @@ impl H2Conn {
                 tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended");
             }
         });
-        *slot = Some(sender.clone());
-        Ok(sender)
+        slot.generation += 1;
+        slot.sender = Some(sender.clone());
+        Ok((slot.generation, sender))
     }
 
-    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
-        let addr = self.connector.addr;
-        let mut sender = self.sender().await?;
-        sender.ready().await.map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
-        let rsp = sender.send_request(req).await.map_err(|e| h2_error(addr, e))?;
-        Ok(rsp.map(Body::from))
+    /// Stops handing out the connection of `generation`: it handed a request back, so it is closing.
+    async fn retire(&self, generation: u64) {
+        let mut slot = self.sender.lock().await;
+        if slot.generation == generation {
+            slot.sender = None;
+        }
     }
+
+    /// Sends on the endpoint's connection. A request the connection hands back unsent (it was closing: a GOAWAY
+    /// or a close raced the dispatch) goes out again on a fresh connection, so a graceful restart of a healthy
+    /// upstream costs no request even on routes without retries.
+    async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let addr = self.connector.addr;
+        let mut redials = 0;
+        loop {
+            let (generation, mut sender) = self.sender().await?;
+            // A failed `ready` means the connection went away before this request touched it.
+            let unsent = match sender.ready().await {
+                Err(error) => Unsent { error, req },
+                Ok(()) => match sender.try_send_request(req).await {
+                    Ok(rsp) => return Ok(rsp.map(Body::from)),
+                    Err(mut err) => match err.take_message() {
+                        Some(req) => Unsent { error: err.into_error(), req },
+                        None => return Err(h2_error(addr, err.into_error())),
+                    },
+                },
+            };
+            if redials == Self::UNSENT_REDIALS {
+                return Err(Box::new(Refused { addr, source: Box::new(unsent.error) }));
+            }
+            tracing::debug!(%addr, error = %unsent.error, "HTTP/2 request came back unsent; redialing");
+            self.retire(generation).await;
+            redials += 1;
+            req = unsent.req;
+        }
+    }
+}
+
+/// A request the HTTP/2 connection never took, and why.
+struct Unsent {
+    error: hyper::Error,
+    req: Request<Body>,
 }
 
 impl Endpoint {
@@ -128,7 +174,7 @@ impl Endpoint {
             .pool_idle_timeout(pool.idle_timeout)
             .pool_max_idle_per_host(pool.max_idle)
             .build(connector.clone());
-        let h2 = Arc::new(H2Conn { connector, sender: Mutex::new(None) });
+        let h2 = Arc::new(H2Conn { connector, sender: Mutex::default() });
         let pool_authority = http::uri::Authority::try_from(addr.to_string()).unwrap_or_else(|_| {
             // A SocketAddr always formats as a valid authority; this branch is unreachable in practice.
             http::uri::Authority::from_static("endpoint")
