@@ -20,6 +20,18 @@ pub fn load_str(text: &str) -> Result<Snapshot, ConfigError> {
     validate::load_str(text)
 }
 
+/// [`load_str`], then the reader's own checks of the snapshot (e.g. that the certificate files it names can be
+/// loaded); their errors get line and column like validation errors. A snapshot is returned only when both pass.
+pub fn load_str_checked(text: &str, check: impl FnOnce(&Snapshot) -> Vec<FieldError>) -> Result<Snapshot, ConfigError> {
+    let snapshot = validate::load_str(text)?;
+    let errors = check(&snapshot);
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(validate::locate(text, ConfigError { errors }))
+    }
+}
+
 /// The JSON Schema of the configuration file, generated from the spec types.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(ConfigSpec)).unwrap_or_default()

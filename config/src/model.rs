@@ -13,9 +13,11 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::spec::ConfigSpec;
 
 pub mod resilience;
+mod spiffe;
 pub mod tls;
 
 pub use self::resilience::*;
+pub use self::spiffe::*;
 pub use self::tls::*;
 
 /// One complete, valid configuration.
@@ -43,6 +45,7 @@ pub struct Admin {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Limits {
     pub detect_timeout: Duration,
+    pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
@@ -123,6 +126,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     pub rate_limit: Option<RateLimit>,
     pub fault: Option<Fault>,
+    /// Who may call (inbound routes only).
+    pub authorization: Option<Authorization>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -253,6 +258,12 @@ impl fmt::Display for EndpointAddr {
 }
 
 impl Snapshot {
+    /// Every set of TLS files the listeners and backends use.
+    pub fn tls_files(&self) -> std::collections::BTreeSet<&TlsFiles> {
+        let listeners = self.listeners.iter().filter_map(|l| l.tls.as_ref()).map(|t| &t.files);
+        listeners.chain(self.backends.values().filter_map(|b| b.tls.as_ref()).map(|t| &t.files)).collect()
+    }
+
     /// The service answering to `authority` (`host` or `host:port`), if any.
     pub fn service_for(&self, authority: &str) -> Option<&Arc<Service>> {
         let find = |a: &str| self.services.iter().find(|s| s.hosts.iter().any(|h| h.matches(a)));

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attache_config::model::{
-    Backend, Bulkhead, EndpointAddr, Filters, Limits, ListenerTarget, RateLimit, Route, Snapshot, UpstreamProtocol,
+    Backend, Bulkhead, EndpointAddr, Filters, Limits, Listener, ListenerTarget, Route, Snapshot, UpstreamProtocol,
     WeightedBackend,
 };
 use tokio::sync::watch;
 
 use crate::backend::{BackendHandle, Backends};
 use crate::metrics::Metrics;
+use crate::tls::CredentialStore;
 
 /// What the data path routes with. Replaced as a whole on every reload.
 pub struct Dataplane {
@@ -33,14 +34,16 @@ impl Dataplane {
 pub async fn spawn(
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: &Metrics,
+    credentials: &CredentialStore,
 ) -> watch::Receiver<Arc<Dataplane>> {
-    let mut backends = Backends::new(metrics.discovery.clone(), metrics.backend.clone());
+    let mut backends = Backends::new(metrics.discovery.clone(), metrics.backend.clone(), credentials.clone());
     let first = snapshots.borrow_and_update().clone();
-    let (tx, rx) = watch::channel(Arc::new(build(&mut backends, first).await));
+    let (tx, rx) = watch::channel(Arc::new(build(&mut backends, first, credentials).await));
+    let credentials = credentials.clone();
     tokio::spawn(async move {
         while snapshots.changed().await.is_ok() {
             let snapshot = snapshots.borrow_and_update().clone();
-            let plane = build(&mut backends, snapshot).await;
+            let plane = build(&mut backends, snapshot, &credentials).await;
             if tx.send(Arc::new(plane)).is_err() {
                 return;
             }
@@ -49,26 +52,34 @@ pub async fn spawn(
     rx
 }
 
-async fn build(backends: &mut Backends, snapshot: Arc<Snapshot>) -> Dataplane {
+async fn build(backends: &mut Backends, snapshot: Arc<Snapshot>, credentials: &CredentialStore) -> Dataplane {
     let limits = &snapshot.limits;
     let mut wanted: Vec<Arc<Backend>> = snapshot.backends.values().cloned().collect();
     let mut inbound = HashMap::new();
     for listener in &snapshot.listeners {
         let ListenerTarget::App(addr) = listener.target else { continue };
         let app = app_backend(&listener.name, EndpointAddr::Socket(addr), limits);
-        let route = app_route(&listener.name, &app.name, limits.request_timeout, listener.rate_limit.clone());
+        let route = app_route(listener, &app.name, limits.request_timeout);
         inbound.insert(listener.name.clone(), Arc::new(route));
         wanted.push(Arc::new(app));
     }
     let backends = backends.reconcile(&wanted, limits).await;
+    // Credentials nobody refers to any more stop being watched once their last connection is gone.
+    let files = snapshot.tls_files();
+    credentials.retain(|f| files.contains(&f));
     Dataplane { snapshot, backends, inbound }
+}
+
+/// The name of the backend that is an inbound listener's app.
+pub fn app_backend_name(listener: &str) -> String {
+    format!("app:{listener}")
 }
 
 /// The local app as a backend: one endpoint, no breaker (ejecting the only endpoint helps no one; the caller's
 /// sidecar breaks on its side).
 fn app_backend(listener: &str, endpoint: EndpointAddr, limits: &Limits) -> Backend {
     Backend {
-        name: Arc::from(format!("app:{listener}")),
+        name: Arc::from(app_backend_name(listener)),
         endpoints: vec![endpoint],
         protocol: UpstreamProtocol::Auto,
         dns_refresh: Duration::from_secs(5),
@@ -83,9 +94,10 @@ fn app_backend(listener: &str, endpoint: EndpointAddr, limits: &Limits) -> Backe
     }
 }
 
-fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration, rate_limit: Option<RateLimit>) -> Route {
+/// The listener's one route: to its app, under its rate limit and authorization.
+fn app_route(listener: &Listener, backend: &Arc<str>, timeout: Duration) -> Route {
     Route {
-        service: listener.clone(),
+        service: listener.name.clone(),
         name: Arc::from("app"),
         matches: Vec::new(),
         filters: Filters::default(),
@@ -93,7 +105,8 @@ fn app_route(listener: &Arc<str>, backend: &Arc<str>, timeout: Duration, rate_li
         sticky: None,
         timeout,
         retry: None,
-        rate_limit,
+        rate_limit: listener.rate_limit.clone(),
         fault: None,
+        authorization: listener.authorization.clone(),
     }
 }

@@ -1,4 +1,4 @@
-//! Protocol detection: the HTTP/2 preface, an HTTP/1 request line, or else opaque TCP. Bounded in bytes and time;
+//! Protocol detection: a TLS ClientHello, the HTTP/2 preface, an HTTP/1 request line, or else opaque TCP. Bounded in bytes and time;
 //! a client that says nothing within the detect timeout is treated as opaque (server-speaks-first protocols).
 
 use std::time::Duration;
@@ -7,11 +7,15 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The content type of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 /// Longest method token we accept before the first space.
 const MAX_METHOD: usize = 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
+    /// A TLS handshake record: terminated where the listener has `tls`, else forwarded as opaque TCP.
+    Tls,
     Http1,
     Http2,
     Opaque,
@@ -20,6 +24,7 @@ pub enum Protocol {
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Tls => "tls",
             Self::Http1 => "http1",
             Self::Http2 => "http2",
             Self::Opaque => "tcp",
@@ -50,8 +55,11 @@ pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> std:
 
 /// `None`: not enough bytes yet.
 fn classify(buf: &[u8]) -> Option<Protocol> {
-    if buf.is_empty() {
-        return None;
+    match buf {
+        [] | [TLS_HANDSHAKE] => return None,
+        // A handshake record of SSL 3.0 / TLS 1.x framing.
+        [TLS_HANDSHAKE, 3, ..] => return Some(Protocol::Tls),
+        _ => {}
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
@@ -78,7 +86,9 @@ mod tests {
         assert_eq!(classify(H2_PREFACE), Some(Protocol::Http2));
         assert_eq!(classify(b"PRI * HTTP/2"), None);
         assert_eq!(classify(b"PRIX"), None);
-        assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Tls));
+        assert_eq!(classify(b"\x16"), None);
+        assert_eq!(classify(b"\x16\x04"), Some(Protocol::Opaque));
         assert_eq!(classify(b"hello"), Some(Protocol::Opaque));
         assert_eq!(classify(b" GET"), Some(Protocol::Opaque));
     }

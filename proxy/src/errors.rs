@@ -21,6 +21,13 @@ pub struct BadRequest {
     pub reason: &'static str,
 }
 
+/// Inbound authorization does not admit the caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{caller} is not authorized")]
+pub struct Forbidden {
+    pub caller: String,
+}
+
 /// A request the proxy deliberately does not carry (e.g. `CONNECT` tunnels).
 #[derive(Debug, thiserror::Error)]
 #[error("not supported: {what}")]
@@ -112,6 +119,9 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Rescued {
         }
         if e.is::<BadRequest>() {
             return Rescued { status: S::BAD_REQUEST, reason: "bad-request", close: true };
+        }
+        if e.is::<Forbidden>() {
+            return r(S::FORBIDDEN, "forbidden");
         }
         if e.is::<Unsupported>() {
             return r(S::NOT_IMPLEMENTED, "unsupported");

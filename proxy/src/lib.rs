@@ -6,11 +6,13 @@
 pub mod admin;
 pub mod backend;
 pub mod body;
+pub mod certs;
 pub mod dataplane;
 pub mod demo;
 pub mod detect;
 pub mod drain;
 pub mod errors;
+pub mod fswatch;
 pub mod http;
 pub mod io;
 pub mod listener;
@@ -18,5 +20,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod source;
 pub mod tcp;
+pub mod tls;
 
 pub use proxy::{Proxy, ProxyHandle};

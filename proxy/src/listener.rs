@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attache_config::model::{Limits, Listener, ListenerProtocol, ListenerTarget};
+use attache_config::model::{Limits, Listener, ListenerProtocol, ListenerTarget, SpiffeId};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -20,11 +21,12 @@ use crate::dataplane::Dataplane;
 use crate::detect::{detect, Protocol};
 use crate::drain;
 use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
-use crate::http::meta::ClientAddr;
+use crate::http::meta::{ClientAddr, PeerIdentity};
 use crate::http::upgrade::{self, Tunnel};
 use crate::http::HttpService;
 use crate::io::{Activity, Metered, Prefixed};
 use crate::metrics::{ConnLabels, ConnMetrics, Dir, ListenerLabels, Name};
+use crate::tls::{ServerTls, TlsMetrics};
 
 /// Everything a listener's connections share.
 #[derive(Clone)]
@@ -37,6 +39,11 @@ pub struct Context {
     pub http: HttpService,
     pub metrics: ConnMetrics,
     pub drain: drain::Watch,
+    /// TLS termination (inbound listeners with `tls`, unless disabled).
+    pub tls: Option<Arc<ServerTls>>,
+    pub tls_metrics: TlsMetrics,
+    /// Authorization decisions of opaque TCP connections are counted with those of HTTP requests.
+    pub http_authz: crate::http::authz::AuthzMetrics,
 }
 
 /// Accepts until `stop` fires (then hands the socket back, so a renamed listener keeps it without a gap) or
@@ -63,7 +70,15 @@ pub async fn accept_loop(tcp: TcpListener, ctx: Context, mut stop: watch::Receiv
     }
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Context) {
+/// Who is at the other end of a connection.
+#[derive(Clone, Debug)]
+struct Peer {
+    addr: SocketAddr,
+    /// The verified SPIFFE ID of an mTLS client.
+    identity: Option<SpiffeId>,
+}
+
+async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
     let _ = stream.set_nodelay(true);
     let plane = ctx.plane.borrow().clone();
     let listener = ctx.listener.clone();
@@ -74,37 +89,95 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Context) {
     let _open = scopeguard(move || {
         open.dec();
     });
+    // A TLS listener looks even on opaque ports: mTLS clients speak first.
     let (protocol, prefix) = match listener.protocol {
-        ListenerProtocol::Opaque => (Protocol::Opaque, bytes::Bytes::new()),
+        ListenerProtocol::Opaque if ctx.tls.is_none() => (Protocol::Opaque, bytes::Bytes::new()),
         _ => match detect(&mut stream, limits.detect_timeout).await {
             Ok(Some(found)) => found,
             Ok(None) => return,
-            Err(error) => return tracing::debug!(%peer, %error, "detect failed"),
+            Err(error) => return tracing::debug!(peer = %addr, %error, "detect failed"),
         },
     };
-    if protocol == Protocol::Opaque && listener.protocol == ListenerProtocol::Http {
-        return tracing::debug!(%peer, listener = %ctx.name, "not HTTP on an HTTP-only listener; closing");
-    }
-    let conn_labels =
-        ConnLabels { direction: ctx.direction, listener: Name(ctx.name.clone()), protocol: protocol.as_str() };
-    ctx.metrics.accepted.get_or_create(&conn_labels).inc();
     let activity = Activity::default();
+    // Bytes are counted on the wire, below TLS.
     let io = Metered::new(
         Prefixed::new(prefix, stream),
         ctx.metrics.read_bytes.get_or_create_owned(&labels),
         ctx.metrics.write_bytes.get_or_create_owned(&labels),
         activity.clone(),
     );
-    match protocol {
-        Protocol::Http1 => serve_h1(io, &ctx, &limits, activity, peer).await,
-        Protocol::Http2 => serve_h2(io, &ctx, &limits, activity, peer).await,
-        Protocol::Opaque => serve_tcp(io, &ctx, &listener, &plane, &limits, activity, peer).await,
+    let conn = Conn { ctx: &ctx, listener: &listener, plane: &plane, limits: &limits, activity };
+    let plaintext = Peer { addr, identity: None };
+    match (&ctx.tls, protocol) {
+        (Some(tls), Protocol::Tls) => {
+            let Ok(accepted) = crate::tls::accept(io, tls, limits.handshake_timeout, &ctx.tls_metrics).await else {
+                return;
+            };
+            let peer = Peer { addr, identity: accepted.identity };
+            let mut stream = accepted.stream;
+            let (protocol, prefix) = match accepted.alpn.as_deref() {
+                Some(crate::tls::config::ALPN_H2) => (Protocol::Http2, bytes::Bytes::new()),
+                Some(crate::tls::config::ALPN_HTTP1) => (Protocol::Http1, bytes::Bytes::new()),
+                _ if listener.protocol == ListenerProtocol::Opaque => (Protocol::Opaque, bytes::Bytes::new()),
+                _ => match detect(&mut stream, limits.detect_timeout).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => return,
+                    Err(error) => return tracing::debug!(peer = %addr, %error, "detect failed"),
+                },
+            };
+            conn.dispatch(Prefixed::new(prefix, stream), protocol, peer).await;
+        }
+        (Some(tls), _) if tls.requires_tls() => {
+            ctx.tls_metrics.handshake(ctx.direction, Err("plaintext"));
+            tracing::debug!(peer = %addr, listener = %ctx.name, "plaintext on a strict mTLS listener; closing");
+        }
+        // TLS the listener does not terminate (an app's own HTTPS) passes through as opaque TCP.
+        (_, Protocol::Tls) => conn.dispatch(io, Protocol::Opaque, plaintext).await,
+        (_, protocol) => conn.dispatch(io, protocol, plaintext).await,
     }
 }
 
-type Io = Metered<Prefixed<TcpStream>>;
+/// One accepted connection's context, once its protocol is known.
+struct Conn<'a> {
+    ctx: &'a Context,
+    listener: &'a Listener,
+    plane: &'a Dataplane,
+    limits: &'a Limits,
+    activity: Activity,
+}
 
-async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity, peer: SocketAddr) {
+impl Conn<'_> {
+    async fn dispatch<I>(self, io: I, protocol: Protocol, peer: Peer)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let ctx = self.ctx;
+        if protocol == Protocol::Opaque && self.listener.protocol == ListenerProtocol::Http {
+            return tracing::debug!(peer = %peer.addr, listener = %ctx.name, "not HTTP on an HTTP-only listener; closing");
+        }
+        let conn_labels =
+            ConnLabels { direction: ctx.direction, listener: Name(ctx.name.clone()), protocol: protocol.as_str() };
+        ctx.metrics.accepted.get_or_create(&conn_labels).inc();
+        match protocol {
+            Protocol::Http1 => serve_h1(io, ctx, self.limits, self.activity, peer).await,
+            Protocol::Http2 => serve_h2(io, ctx, self.limits, self.activity, peer).await,
+            Protocol::Opaque | Protocol::Tls => serve_tcp(io, &self, peer).await,
+        }
+    }
+}
+
+/// Request extensions every request of a connection carries.
+fn connection_extensions(req: &mut hyper::Request<Body>, peer: &Peer) {
+    req.extensions_mut().insert(ClientAddr(peer.addr));
+    if let Some(id) = &peer.identity {
+        req.extensions_mut().insert(PeerIdentity(id.clone()));
+    }
+}
+
+async fn serve_h1<I>(io: I, ctx: &Context, limits: &Limits, activity: Activity, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let verdicts = HeadVerdicts::default();
     // The guard must track at least what hyper accepts, or it would stop early and leave later heads unchecked.
     let max_head_bytes = limits.max_head_bytes.max(8192);
@@ -119,7 +192,7 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity, pe
     };
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
-        req.extensions_mut().insert(ClientAddr(peer));
+        connection_extensions(&mut req, &peer);
         // The framing guard stops following a connection after a request that may switch protocols (any Upgrade
         // header, CONNECT), and a request with no verdict comes after it stopped: either way, unless the protocol
         // really switches, answer and close, so no later request goes unchecked.
@@ -154,11 +227,14 @@ async fn serve_h1(io: Io, ctx: &Context, limits: &Limits, activity: Activity, pe
     drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
 }
 
-async fn serve_h2(io: Io, ctx: &Context, limits: &Limits, activity: Activity, peer: SocketAddr) {
+async fn serve_h2<I>(io: I, ctx: &Context, limits: &Limits, activity: Activity, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let http = ctx.http.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
-        req.extensions_mut().insert(ClientAddr(peer));
+        connection_extensions(&mut req, &peer);
         http.clone().oneshot(req)
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -170,30 +246,36 @@ async fn serve_h2(io: Io, ctx: &Context, limits: &Limits, activity: Activity, pe
     drive(conn, |c| c.graceful_shutdown(), ctx.drain.clone(), limits.idle_timeout, activity).await;
 }
 
-async fn serve_tcp(
-    io: Io,
-    ctx: &Context,
-    listener: &Listener,
-    plane: &Dataplane,
-    limits: &Limits,
-    activity: Activity,
-    peer: SocketAddr,
-) {
-    let (addrs, connect_timeout): (Arc<[SocketAddr]>, Duration) = match &listener.target {
-        ListenerTarget::App(addr) => (Arc::from([*addr]), limits.connect_timeout),
-        ListenerTarget::Routed { tcp_backend: Some(name) } => match plane.backend(name) {
-            Some(b) => {
-                (b.addrs(), plane.snapshot.backends.get(name).map_or(limits.connect_timeout, |b| b.connect_timeout))
+/// Forwards opaque TCP: inbound to the app (when the listener's authorization admits the peer), outbound to the
+/// listener's `tcp_backend` (over mTLS when that backend has `tls`).
+async fn serve_tcp<I>(io: I, conn: &Conn<'_>, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let (ctx, listener) = (conn.ctx, conn.listener);
+    let backend = match &listener.target {
+        ListenerTarget::App(_) => {
+            if let Some(authz) = &listener.authorization {
+                let allowed =
+                    ctx.http_authz.record(&listener.name, crate::http::authz::TCP_ROUTE, authz, &peer.identity);
+                if !allowed {
+                    return tracing::info!(peer = %peer.addr, identity = ?peer.identity, listener = %ctx.name, "TCP connection denied by authorization");
+                }
             }
-            None => return,
-        },
-        ListenerTarget::Routed { tcp_backend: None } => {
-            return tracing::debug!(%peer, listener = %ctx.name, "opaque connection with no tcp_backend; closing");
+            conn.plane.backend(&crate::dataplane::app_backend_name(&listener.name))
         }
+        ListenerTarget::Routed { tcp_backend: Some(name) } => conn.plane.backend(name),
+        ListenerTarget::Routed { tcp_backend: None } => None,
     };
-    match crate::tcp::forward(io, &addrs, connect_timeout, limits.idle_timeout, activity).await {
-        Ok((tx, rx)) => tracing::debug!(%peer, listener = %ctx.name, tx, rx, "TCP connection closed"),
-        Err(error) => tracing::debug!(%peer, listener = %ctx.name, %error, "TCP connection ended with an error"),
+    let Some(backend) = backend else {
+        return tracing::debug!(peer = %peer.addr, listener = %ctx.name, "opaque connection with no tcp_backend; closing");
+    };
+    let connectors = backend.connectors();
+    match crate::tcp::forward(io, &connectors, conn.limits.idle_timeout, conn.activity.clone()).await {
+        Ok((tx, rx)) => tracing::debug!(peer = %peer.addr, listener = %ctx.name, tx, rx, "TCP connection closed"),
+        Err(error) => {
+            tracing::debug!(peer = %peer.addr, listener = %ctx.name, %error, "TCP connection ended with an error")
+        }
     }
 }
 

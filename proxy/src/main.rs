@@ -46,6 +46,8 @@ enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Create a dev CA and issue workload certificates with SPIFFE IDs (for running without a control plane).
+    Certs(attache_proxy::certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(attache_proxy::demo::run(args)))
             .map(|()| ExitCode::SUCCESS)
             .unwrap_or_else(fail),
+        Command::Certs(args) => attache_proxy::certs::run(args).map(|()| ExitCode::SUCCESS).unwrap_or_else(fail),
     }
 }
 

@@ -140,6 +140,8 @@ pub struct Metrics {
     pub rate_limit: crate::http::ratelimit::RateLimitMetrics,
     pub faults: crate::http::fault::FaultMetrics,
     pub retry: crate::http::retry::RetryMetrics,
+    pub tls: crate::tls::TlsMetrics,
+    pub authz: crate::http::authz::AuthzMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -273,6 +275,8 @@ impl Metrics {
         let rate_limit = crate::http::ratelimit::RateLimitMetrics::register(reg);
         let faults = crate::http::fault::FaultMetrics::register(reg);
         let retry = crate::http::retry::RetryMetrics::register(reg);
-        Self { http, conn, config, discovery, backend, rate_limit, faults, retry }
+        let tls = crate::tls::TlsMetrics::register(reg);
+        let authz = crate::http::authz::AuthzMetrics::register(reg);
+        Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz }
     }
 }

@@ -19,6 +19,7 @@ use crate::drain;
 use crate::listener::{self, Context};
 use crate::metrics::{Dir, Metrics};
 use crate::source::ConfigStatus;
+use crate::tls::{CredentialStore, ServerTls};
 
 /// Bound listener addresses by name.
 pub type Bound = Arc<Mutex<BTreeMap<Arc<str>, SocketAddr>>>;
@@ -63,7 +64,8 @@ impl Proxy {
         let admin_tcp =
             TcpListener::bind(admin_addr).await.with_context(|| format!("binding admin on {admin_addr}"))?;
         let admin_addr = admin_tcp.local_addr()?;
-        let mut plane = dataplane::spawn(snapshots, &metrics).await;
+        let credentials = CredentialStore::new(metrics.tls.clone());
+        let mut plane = dataplane::spawn(snapshots, &metrics, &credentials).await;
         let (signal, drain_watch) = drain::channel();
         let bound: Bound = Arc::default();
         let limiters = crate::http::ratelimit::RateLimiters::new();
@@ -71,7 +73,8 @@ impl Proxy {
         let limiters_task = limiters.follow(plane.clone());
         let budgets = crate::http::retry::Budgets::default();
         let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets };
-        let mut set = ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch };
+        let mut set =
+            ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch, credentials };
         let first = plane.borrow_and_update().clone();
         set.reconcile(&first, &plane, true).await?;
         let listeners_task = tokio::spawn(async move {
@@ -120,6 +123,7 @@ struct ListenerSet {
     bound: Bound,
     shared: crate::http::Shared,
     drain: drain::Watch,
+    credentials: CredentialStore,
 }
 
 impl ListenerSet {
@@ -199,7 +203,11 @@ impl ListenerSet {
                 crate::http::inbound(plane_rx.clone(), l.name.clone(), &self.shared, limits.max_concurrent_requests)
             }
         };
+        let tls = l.tls.as_ref().and_then(|t| ServerTls::new(self.credentials.get(&t.files), t.mode, t.min_version));
         let ctx = Context {
+            tls: tls.map(Arc::new),
+            tls_metrics: self.shared.metrics.tls.clone(),
+            http_authz: self.shared.metrics.authz.clone(),
             name: l.name.clone(),
             listener: l.clone(),
             direction: Dir::from(l.direction),

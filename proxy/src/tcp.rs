@@ -1,26 +1,26 @@
 //! Opaque TCP forwarding: connect to one of the target's endpoints (trying the next on failure), then copy both
 //! directions with half-close until both sides are done or the connection is idle too long.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
+use crate::backend::endpoint::{Conn, Connector};
 use crate::io::Activity;
+use crate::tls::Alpn;
 
-/// Forwards `client` to the first endpoint of `addrs` that accepts, starting at a random one.
+/// Forwards `client` to the first endpoint that accepts (and, for an mTLS backend, proves its identity), starting
+/// at a random one.
 pub async fn forward<I>(
     client: I,
-    addrs: &[SocketAddr],
-    connect_timeout: Duration,
+    endpoints: &[Connector],
     idle_timeout: Duration,
     activity: Activity,
 ) -> std::io::Result<(u64, u64)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let upstream = connect_any(addrs, connect_timeout).await?;
+    let upstream = connect_any(endpoints).await?;
     splice(client, upstream, idle_timeout, activity).await
 }
 
@@ -48,23 +48,21 @@ where
     }
 }
 
-async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> std::io::Result<TcpStream> {
-    if addrs.is_empty() {
+async fn connect_any(endpoints: &[Connector]) -> std::io::Result<Conn> {
+    if endpoints.is_empty() {
         return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no endpoints"));
     }
-    let start = rand::random_range(0..addrs.len());
+    let start = rand::random_range(0..endpoints.len());
     let mut last = None;
-    for i in 0..addrs.len() {
-        let addr = addrs[(start + i) % addrs.len()];
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+    for i in 0..endpoints.len() {
+        let endpoint = &endpoints[(start + i) % endpoints.len()];
+        match endpoint.connect(Alpn::None).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                tracing::debug!(addr = %endpoint.addr(), error = %e.source, "TCP connect failed; trying the next endpoint");
+                last = Some(e.source);
             }
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => last = Some(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
         }
-        tracing::debug!(%addr, "TCP connect failed; trying the next endpoint");
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("connect failed")))
 }

@@ -48,7 +48,9 @@ pub struct AdminSpec {
 pub struct LimitsSpec {
     /// How long to wait for a client's first bytes before treating the connection as opaque TCP.
     pub detect_timeout: String,
-    /// Upstream TCP connect timeout.
+    /// How long an inbound TLS handshake may take once the client started it.
+    pub handshake_timeout: String,
+    /// Upstream TCP connect timeout (and, for backends with `tls`, the handshake's).
     pub connect_timeout: String,
     /// Default whole-request deadline for routes without their own `timeout`.
     pub request_timeout: String,
@@ -350,6 +352,7 @@ impl Default for LimitsSpec {
     fn default() -> Self {
         Self {
             detect_timeout: "1s".to_owned(),
+            handshake_timeout: "5s".to_owned(),
             connect_timeout: "1s".to_owned(),
             request_timeout: "15s".to_owned(),
             idle_timeout: "60s".to_owned(),

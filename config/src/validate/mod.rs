@@ -44,16 +44,19 @@ pub(crate) fn load_str(text: &str) -> Result<Snapshot, ConfigError> {
         });
     }
     let spec: ConfigSpec = serde_yaml::from_str(text).map_err(|e| syntax_error(&e))?;
-    let mut snapshot = Snapshot::try_from(spec).map_err(|mut err| {
-        let locations = Locations::index(text);
-        for e in &mut err.errors {
-            e.location = locations.find(&e.path);
-        }
-        err.errors.sort_by_key(|e| e.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
-        err
-    })?;
+    let mut snapshot = Snapshot::try_from(spec).map_err(|err| locate(text, err))?;
     snapshot.hash = fnv1a(text.as_bytes());
     Ok(snapshot)
+}
+
+/// Gives each error the line and column of its field in `text`, and orders them as they appear.
+pub(crate) fn locate(text: &str, mut err: ConfigError) -> ConfigError {
+    let locations = Locations::index(text);
+    for e in err.errors.iter_mut().filter(|e| e.location.is_none()) {
+        e.location = locations.find(&e.path);
+    }
+    err.errors.sort_by_key(|e| e.location.map_or((usize::MAX, usize::MAX), |l| (l.line, l.column)));
+    err
 }
 
 impl TryFrom<ConfigSpec> for Snapshot {
@@ -104,6 +107,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         errors.check(&format!("limits.{field}"), duration::parse(text)).unwrap_or(Duration::ZERO)
     };
     let detect_timeout = duration("detect_timeout", &spec.detect_timeout);
+    let handshake_timeout = duration("handshake_timeout", &spec.handshake_timeout);
     let connect_timeout = duration("connect_timeout", &spec.connect_timeout);
     let request_timeout = duration("request_timeout", &spec.request_timeout);
     let idle_timeout = duration("idle_timeout", &spec.idle_timeout);
@@ -117,6 +121,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
     };
     Limits {
         detect_timeout,
+        handshake_timeout,
         connect_timeout,
         request_timeout,
         idle_timeout,

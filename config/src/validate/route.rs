@@ -37,6 +37,7 @@ pub(super) fn route(ctx: &mut Ctx<'_>, path: &str, service: &Arc<str>, spec: &Ro
         retry: retry?,
         rate_limit: rate_limit?,
         fault: fault?,
+        authorization: None,
     })
 }
 

@@ -17,7 +17,7 @@ pub(super) fn listener_tls(ctx: &mut Ctx<'_>, path: &str, spec: &ListenerTlsSpec
 }
 
 pub(super) fn backend_tls(ctx: &mut Ctx<'_>, path: &str, spec: &BackendTlsSpec) -> Option<BackendTls> {
-    let identity = ctx.errors.check(&format!("{path}.identity"), SpiffeId::parse(&spec.identity));
+    let identity = ctx.errors.check(&format!("{path}.identity"), spiffe(&spec.identity));
     let files = files(ctx, path, &spec.cert, &spec.key, &spec.trust_bundle);
     Some(BackendTls { identity: identity?, files: files?, min_version: version(spec.min_version) })
 }
@@ -29,10 +29,8 @@ pub(super) fn authorization(ctx: &mut Ctx<'_>, path: &str, spec: &AuthorizationS
         let entry_path = format!("{path}.allow[{i}]");
         let matcher = match entry.strip_suffix("/*") {
             // A prefix is checked as the ID of something under it.
-            Some(prefix) => {
-                SpiffeId::parse(&format!("{prefix}/x")).map(|_| IdentityMatch::Prefix(format!("{prefix}/")))
-            }
-            None => SpiffeId::parse(entry).map(IdentityMatch::Exact),
+            Some(prefix) => spiffe(&format!("{prefix}/x")).map(|_| IdentityMatch::Prefix(format!("{prefix}/"))),
+            None => spiffe(entry).map(IdentityMatch::Exact),
         };
         match ctx.errors.check(&entry_path, matcher) {
             Some(m) => allow.push(m),
@@ -55,6 +53,10 @@ fn files(ctx: &mut Ctx<'_>, path: &str, cert: &str, key: &str, bundle: &str) -> 
         }
     }
     ok.then(|| TlsFiles { cert: PathBuf::from(cert), key: PathBuf::from(key), trust_bundle: PathBuf::from(bundle) })
+}
+
+fn spiffe(text: &str) -> Result<SpiffeId, String> {
+    SpiffeId::parse(text).map_err(|why| format!("`{text}` is not a SPIFFE ID: {why}"))
 }
 
 fn version(spec: TlsVersionSpec) -> TlsVersion {

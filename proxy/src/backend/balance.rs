@@ -209,13 +209,14 @@ fn two_eligible(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::endpoint::PoolSettings;
+    use crate::backend::endpoint::{Connector, PoolSettings};
     use attache_config::model::UpstreamProtocol;
 
     fn ep(port: u16, breaker: Option<BreakerPolicy>) -> Arc<EndpointState> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let pool = PoolSettings { idle_timeout: Duration::from_secs(1), max_idle: 1 };
-        let client = Endpoint::new(addr, UpstreamProtocol::Http1, Duration::from_secs(1), pool);
+        let connector = Connector::new(addr, Duration::from_secs(1), None, Default::default());
+        let client = Endpoint::new(UpstreamProtocol::Http1, pool, connector);
         Arc::new(EndpointState::new(addr, client, breaker))
     }
 

@@ -11,8 +11,9 @@ use attache_config::model::{Backend, EndpointAddr};
 use tokio::sync::watch;
 
 use super::balance::EndpointState;
-use super::endpoint::{Endpoint, PoolSettings};
+use super::endpoint::{Connector, Endpoint, PoolSettings};
 use crate::metrics::{BackendLabels, BackendResultLabels, DiscoveryMetrics, EndpointLabels, Name};
+use crate::tls::{ClientTls, CredentialStore};
 
 /// The endpoints of one backend, as the balancer sees them.
 pub type Endpoints = Arc<[Arc<EndpointState>]>;
@@ -41,10 +42,18 @@ pub(super) struct Discovery {
     /// What the balancer currently holds, and the settings its endpoints were built with.
     current: BTreeMap<SocketAddr, Arc<EndpointState>>,
     built_for: Option<Settings>,
+    credentials: CredentialStore,
+    /// The backend's mTLS origination, shared by its endpoints; rebuilt with them.
+    tls: Option<Arc<ClientTls>>,
 }
 
 /// What an endpoint's client and breaker are built from: a change rebuilds every endpoint.
-type Settings = (attache_config::model::UpstreamProtocol, Duration, Option<attache_config::model::BreakerPolicy>);
+type Settings = (
+    attache_config::model::UpstreamProtocol,
+    Duration,
+    Option<attache_config::model::BreakerPolicy>,
+    Option<attache_config::model::BackendTls>,
+);
 
 impl Discovery {
     pub fn new(
@@ -53,8 +62,11 @@ impl Discovery {
         pool: PoolSettings,
         metrics: DiscoveryMetrics,
         resolver: Resolver,
+        credentials: CredentialStore,
     ) -> Self {
         Self {
+            credentials,
+            tls: None,
             resolver,
             config,
             endpoints,
@@ -101,14 +113,18 @@ impl Discovery {
     /// when every handle to the backend is gone.
     pub async fn sync(&mut self, backend: &Backend) -> Result<(), ()> {
         let desired = self.desired(backend).await;
-        let settings = (backend.protocol, backend.connect_timeout, backend.breaker);
+        let settings = (backend.protocol, backend.connect_timeout, backend.breaker, backend.tls.clone());
         let breaker_series =
             |addr: &SocketAddr| EndpointLabels { backend: Name(backend.name.clone()), endpoint: addr.to_string() };
-        if self.built_for.is_some_and(|b| b != settings) {
+        if self.built_for.as_ref() != Some(&settings) {
             // Rebuilt endpoints start with closed breakers.
             for addr in std::mem::take(&mut self.current).keys() {
                 self.metrics.breaker_state.remove(&breaker_series(addr));
             }
+            self.tls = backend
+                .tls
+                .as_ref()
+                .map(|t| Arc::new(ClientTls::new(self.credentials.get(&t.files), t.identity.clone(), t.min_version)));
         }
         self.built_for = Some(settings);
         for addr in self.current.keys().filter(|a| !desired.contains(a)) {
@@ -117,7 +133,9 @@ impl Discovery {
         self.current.retain(|addr, _| desired.contains(addr));
         for addr in desired {
             self.current.entry(addr).or_insert_with(|| {
-                let client = Endpoint::new(addr, backend.protocol, backend.connect_timeout, self.pool);
+                let tls_metrics = self.credentials.metrics().clone();
+                let connector = Connector::new(addr, backend.connect_timeout, self.tls.clone(), tls_metrics);
+                let client = Endpoint::new(backend.protocol, self.pool, connector);
                 Arc::new(EndpointState::new(addr, client, backend.breaker))
             });
         }

@@ -41,7 +41,8 @@ fn discovery(b: &Arc<Backend>, resolver: Resolver) -> Harness {
     let pool = PoolSettings { idle_timeout: Duration::from_secs(1), max_idle: 1 };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = crate::metrics::Metrics::register(&mut registry).discovery;
-    (Discovery::new(cfg_rx, tx, pool, metrics, resolver), rx, cfg_tx)
+    let credentials = crate::tls::CredentialStore::new(Default::default());
+    (Discovery::new(cfg_rx, tx, pool, metrics, resolver, credentials), rx, cfg_tx)
 }
 
 fn addrs(rx: &watch::Receiver<Endpoints>) -> Vec<SocketAddr> {

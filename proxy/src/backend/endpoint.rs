@@ -15,12 +15,13 @@ use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+pub use super::connect::{Conn, Connector};
 use crate::body::Body;
 use crate::errors::{BoxError, ConnectFailed, Refused, UpstreamFailed};
 use crate::http::upgrade;
+use crate::tls::Alpn;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -29,13 +30,6 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub max_idle: usize,
-}
-
-/// Dials one fixed address, whatever the URI says.
-#[derive(Clone, Debug)]
-struct Connector {
-    addr: SocketAddr,
-    timeout: Duration,
 }
 
 /// A client for one endpoint.
@@ -63,37 +57,6 @@ struct H2Slot {
     sender: Option<http2::SendRequest<Body>>,
 }
 
-impl Connector {
-    async fn connect(&self) -> Result<TcpStream, ConnectFailed> {
-        let addr = self.addr;
-        let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ConnectFailed { addr, source }),
-            Err(_) => {
-                let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(ConnectFailed { addr, source });
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-}
-
-impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectFailed;
-    type Future = BoxFuture<Result<Self::Response, ConnectFailed>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect().await.map(TokioIo::new) })
-    }
-}
-
 impl H2Conn {
     /// How many fresh connections a request that came back unsent may try before it is refused upward.
     const UNSENT_REDIALS: usize = 2;
@@ -104,8 +67,8 @@ impl H2Conn {
         if let Some(s) = slot.sender.as_ref().filter(|s| !s.is_closed()) {
             return Ok((slot.generation, s.clone()));
         }
-        let addr = self.connector.addr;
-        let stream = self.connector.connect().await?;
+        let addr = self.connector.addr();
+        let stream = self.connector.connect(Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -133,7 +96,7 @@ impl H2Conn {
     /// or a close raced the dispatch) goes out again on a fresh connection, so a graceful restart of a healthy
     /// upstream costs no request even on routes without retries.
     async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
-        let addr = self.connector.addr;
+        let addr = self.connector.addr();
         let mut redials = 0;
         loop {
             let (generation, mut sender) = self.sender().await?;
@@ -166,8 +129,8 @@ struct Unsent {
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, protocol: UpstreamProtocol, connect_timeout: Duration, pool: PoolSettings) -> Self {
-        let connector = Connector { addr, timeout: connect_timeout };
+    pub fn new(protocol: UpstreamProtocol, pool: PoolSettings, connector: Connector) -> Self {
+        let addr = connector.addr();
         let h1 = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -180,6 +143,11 @@ impl Endpoint {
             http::uri::Authority::from_static("endpoint")
         });
         Self { addr, protocol, pool_authority, h1, h2 }
+    }
+
+    /// How this endpoint is dialled, for opaque TCP.
+    pub fn connector(&self) -> &Connector {
+        &self.h2.connector
     }
 
     fn use_h2(&self, version: Version) -> bool {

@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::backend::endpoint::{Endpoint, PoolSettings};
+use crate::backend::endpoint::{Connector, Endpoint, PoolSettings};
 
 /// Bound on every wait, so a broken check fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -102,7 +102,8 @@ fn backend(addrs: &[SocketAddr], health_check: Option<HealthCheck>) -> Arc<Backe
 
 fn state(addr: SocketAddr) -> Arc<EndpointState> {
     let pool = PoolSettings { idle_timeout: Duration::from_secs(30), max_idle: 4 };
-    let client = Endpoint::new(addr, UpstreamProtocol::Http1, Duration::from_millis(500), pool);
+    let connector = Connector::new(addr, Duration::from_millis(500), None, Default::default());
+    let client = Endpoint::new(UpstreamProtocol::Http1, pool, connector);
     Arc::new(EndpointState::new(addr, client, None))
 }
 

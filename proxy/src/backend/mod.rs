@@ -6,6 +6,7 @@
 mod balance;
 mod breaker;
 mod bulkhead;
+mod connect;
 mod discover;
 pub mod endpoint;
 pub(crate) mod health;
@@ -30,6 +31,7 @@ use self::endpoint::PoolSettings;
 use crate::body::{Body, BodyTap};
 use crate::errors::{BoxError, CircuitOpen, ConnectFailed, NoEndpoints, PerTryTimeout};
 use crate::metrics::{BackendMetrics, DiscoveryMetrics, EndpointLabels, FastFailLabels, Name, TransitionLabels};
+use crate::tls::CredentialStore;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -60,6 +62,7 @@ pub struct Backends {
     metrics: DiscoveryMetrics,
     backend_metrics: BackendMetrics,
     resolver: discover::Resolver,
+    credentials: CredentialStore,
 }
 
 struct Entry {
@@ -72,9 +75,9 @@ impl BackendHandle {
         &self.name
     }
 
-    /// The endpoints currently known, for opaque TCP.
-    pub fn addrs(&self) -> Arc<[SocketAddr]> {
-        self.endpoints.borrow().iter().map(|e| e.addr).collect()
+    /// How to dial each endpoint currently known, for opaque TCP.
+    pub fn connectors(&self) -> Vec<endpoint::Connector> {
+        self.endpoints.borrow().iter().map(|e| e.client.connector().clone()).collect()
     }
 
     /// Whether some endpoint would take a request now (the split steers around backends that would not).
@@ -233,8 +236,8 @@ pub fn nothing_sent(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl Backends {
-    pub fn new(metrics: DiscoveryMetrics, backend_metrics: BackendMetrics) -> Self {
-        Self { entries: HashMap::new(), metrics, backend_metrics, resolver: discover::system_resolver() }
+    pub fn new(metrics: DiscoveryMetrics, backend_metrics: BackendMetrics, credentials: CredentialStore) -> Self {
+        Self { entries: HashMap::new(), metrics, backend_metrics, resolver: discover::system_resolver(), credentials }
     }
 
     /// Makes the set of running backends equal to `wanted`, keeping unchanged ones, updating changed ones in place,
@@ -278,7 +281,14 @@ impl Backends {
         let (config_tx, config_rx) = watch::channel(backend.clone());
         let (endpoints_tx, endpoints_rx) = watch::channel(Endpoints::from(Vec::new()));
         let pool = PoolSettings { idle_timeout: limits.pool_idle_timeout, max_idle: limits.pool_max_idle_per_endpoint };
-        let mut discovery = Discovery::new(config_rx, endpoints_tx, pool, self.metrics.clone(), self.resolver.clone());
+        let mut discovery = Discovery::new(
+            config_rx,
+            endpoints_tx,
+            pool,
+            self.metrics.clone(),
+            self.resolver.clone(),
+            self.credentials.clone(),
+        );
         // The first resolution completes before the backend is visible, so no request sees it empty by accident.
         let _ = discovery.sync(&backend).await;
         // Active health checks (when configured) clear and set each endpoint's `healthy` flag.

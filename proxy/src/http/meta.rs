@@ -20,6 +20,11 @@ pub struct RequestMeta {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The downstream peer's verified SPIFFE identity, inserted into every request of an mTLS connection whose client
+/// presented a certificate. Absent: the caller is unauthenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity(pub attache_config::model::SpiffeId);
+
 impl RequestMeta {
     pub fn set_backend(&self, name: &Arc<str>) {
         if let Ok(mut b) = self.backend.lock() {

@@ -1,6 +1,7 @@
 //! The HTTP pipelines. Each direction is one top-down `ServiceBuilder` (first layer = outermost); read
 //! `outbound` and `inbound` to see the whole path a request takes.
 
+pub mod authz;
 pub mod budget;
 pub mod fault;
 pub mod filters;
@@ -92,7 +93,9 @@ pub fn inbound(
         .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
         // The listener's app is the only route.
         .layer(StageLayer(route::RouteStage { plane, inbound: Some(listener) }))
-        // The listener's rate limit (authorization will sit before it, so anonymous traffic spends no tokens).
+        // Who may call, from the mTLS peer identity; the app learns the verified identity from a header.
+        .layer(StageLayer(authz::Authorize { metrics: m.authz.clone() }))
+        // The listener's rate limit, after authorization, so denied callers spend no tokens.
         .layer(StageLayer(ratelimit::RateLimit::new(shared.limiters.clone(), m.rate_limit.clone(), Dir::Inbound)))
         // Deadline for the app's answer.
         .layer(StageLayer(timeout::RouteTimeout))

@@ -47,6 +47,7 @@ async fn budget_allows_the_floor_plus_the_ratio_and_survives_an_unchanged_reload
         retry: Some(policy()),
         rate_limit: None,
         fault: None,
+        authorization: None,
     };
     let p = policy().budget;
     let budget = budgets.get(&route, &p);

@@ -125,6 +125,7 @@ mod tests {
             retry: None,
             rate_limit: None,
             fault: None,
+            authorization: None,
         }
     }
 

@@ -28,6 +28,7 @@ fn route(fault: Fault) -> Arc<Route> {
         retry: None,
         rate_limit: None,
         fault: Some(fault),
+        authorization: None,
     })
 }
 

@@ -36,6 +36,7 @@ fn route(service: &str, name: &str, rate_limit: Option<Policy>) -> Arc<Route> {
         retry: None,
         rate_limit,
         fault: None,
+        authorization: None,
     })
 }
 

@@ -1,0 +1,67 @@
+//! Debounced change notification for a few directories, shared by everything the proxy reads from disk (its config
+//! file, TLS credentials). Directories are watched rather than files, so a Kubernetes ConfigMap or Secret's
+//! symlink swap and an editor's write-and-rename are seen; a periodic recheck covers events that never come
+//! (network filesystems, a directory created after the watch started).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+/// Quiet time after the last event before reporting: editors and `kubectl` write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A directory that never goes quiet is still reported after this long.
+const MAX_DEBOUNCE: Duration = Duration::from_millis(500);
+/// Report this often even without events, so a missed event costs at most this long.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Changes under some directories. Dropping it stops the watch.
+pub struct FsChanges {
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::Receiver<()>,
+}
+
+impl FsChanges {
+    /// Watches the directories holding `files` (each once).
+    pub fn watch_files<'a>(files: impl IntoIterator<Item = &'a Path>) -> notify::Result<Self> {
+        let (tx, events) = mpsc::channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                // Full means a report is already pending; whoever reads then sees the latest content.
+                let _ = tx.try_send(());
+            }
+        })?;
+        let mut dirs: Vec<PathBuf> = files.into_iter().map(parent_dir).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in &dirs {
+            if let Err(error) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                // A directory that does not exist yet is still rechecked periodically.
+                tracing::warn!(dir = %dir.display(), %error, "cannot watch directory; rechecking every {RECHECK:?}");
+            }
+        }
+        Ok(Self { _watcher: watcher, events })
+    }
+
+    /// Waits until something changed and then went quiet (or `RECHECK` passed). `None` once the watcher is gone.
+    pub async fn next(&mut self) -> Option<()> {
+        tokio::select! {
+            ev = self.events.recv() => ev?,
+            () = tokio::time::sleep(RECHECK) => return Some(()),
+        }
+        let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
+        loop {
+            let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
+            match tokio::time::timeout_at(quiet_until, self.events.recv()).await {
+                Ok(Some(())) if tokio::time::Instant::now() < give_up => {}
+                Ok(None) => return None,
+                _ => return Some(()),
+            }
+        }
+    }
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+}

@@ -1,0 +1,168 @@
+//! Credentials: a workload's certificate, key and trust bundle, loaded from files and kept current. Each distinct
+//! set of files is loaded once and watched (on its directories, so Kubernetes Secret symlink swaps are seen); a
+//! change that validates replaces the material for new handshakes, while established connections keep theirs. A
+//! change that does not validate (unreadable, truncated PEM, key not matching the certificate, expired) is logged
+//! and counted, and the previous material stays in use.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use attache_config::model::TlsFiles;
+use tokio::sync::watch;
+
+use super::material::{MaterialError, TlsMaterial};
+use super::metrics::{CertLabels, ReloadLabels, TlsMetrics};
+use crate::fswatch::FsChanges;
+
+/// One set of files' current material. Cheap to clone; the watch ends when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    files: Arc<TlsFiles>,
+    current: watch::Receiver<Option<Arc<Loaded>>>,
+}
+
+/// Material as loaded, numbered so that derived rustls configs know when to rebuild.
+#[derive(Debug)]
+pub struct Loaded {
+    pub material: TlsMaterial,
+    pub generation: u64,
+}
+
+/// Every watched set of files, by files. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CredentialStore {
+    entries: Arc<Mutex<HashMap<TlsFiles, Credentials>>>,
+    metrics: TlsMetrics,
+}
+
+/// Why there is no material to handshake with.
+#[derive(Debug, thiserror::Error)]
+#[error("no usable TLS credentials from {}", files.cert.display())]
+pub struct NoCredentials {
+    pub files: Arc<TlsFiles>,
+}
+
+/// The files' contents when last read, to tell a change from a periodic recheck.
+#[derive(Default)]
+struct Seen {
+    started: bool,
+    /// `None`: some file could not be read.
+    content: Option<u64>,
+    generation: u64,
+}
+
+impl Credentials {
+    /// The material for a new handshake.
+    pub fn current(&self) -> Result<Arc<Loaded>, NoCredentials> {
+        self.current.borrow().clone().ok_or_else(|| NoCredentials { files: self.files.clone() })
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+impl CredentialStore {
+    pub fn new(metrics: TlsMetrics) -> Self {
+        Self { entries: Arc::default(), metrics }
+    }
+
+    pub fn metrics(&self) -> &TlsMetrics {
+        &self.metrics
+    }
+
+    /// The credentials for `files`, loaded and watched from first use. Must be called within a tokio runtime.
+    pub fn get(&self, files: &TlsFiles) -> Credentials {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = entries.get(files) {
+            return found.clone();
+        }
+        let files = Arc::new(files.clone());
+        let mut seen = Seen::default();
+        let first = reload(&files, &mut seen, &self.metrics);
+        let (tx, current) = watch::channel(first);
+        tokio::spawn(follow(files.clone(), tx, seen, self.metrics.clone()));
+        let creds = Credentials { files: files.clone(), current };
+        entries.insert((*files).clone(), creds.clone());
+        creds
+    }
+
+    /// Forgets credentials whose files `keep` rejects; their watch ends once no listener or endpoint uses them.
+    pub fn retain(&self, keep: impl Fn(&TlsFiles) -> bool) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|files, _| keep(files));
+    }
+
+    /// Loads `files` once, without watching: the check a config must pass before it is applied.
+    pub fn check(files: &TlsFiles) -> Result<TlsMaterial, MaterialError> {
+        TlsMaterial::load(&files.cert, &files.key, &files.trust_bundle)
+    }
+}
+
+/// Reloads on every change of the files' directories until every [`Credentials`] clone is gone.
+async fn follow(files: Arc<TlsFiles>, tx: watch::Sender<Option<Arc<Loaded>>>, mut seen: Seen, metrics: TlsMetrics) {
+    let paths = [files.cert.as_path(), files.key.as_path(), files.trust_bundle.as_path()];
+    let mut changes = match FsChanges::watch_files(paths) {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::error!(cert = %files.cert.display(), %error, "cannot watch TLS files; they will not be reloaded");
+            return tx.closed().await;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = tx.closed() => return,
+            changed = changes.next() => if changed.is_none() { return },
+        }
+        if let Some(loaded) = reload(&files, &mut seen, &metrics) {
+            tx.send_replace(Some(loaded));
+        }
+    }
+}
+
+/// New material when the files changed and validate; `None` when unchanged or invalid (logged and counted once
+/// per distinct content).
+fn reload(files: &TlsFiles, seen: &mut Seen, metrics: &TlsMetrics) -> Option<Arc<Loaded>> {
+    let content = fingerprint(files);
+    if seen.started && content == seen.content {
+        return None;
+    }
+    let first = !seen.started;
+    seen.started = true;
+    seen.content = content;
+    match CredentialStore::check(files) {
+        Ok(material) => {
+            seen.generation += 1;
+            metrics.reloads.get_or_create(&ReloadLabels { result: "applied", reason: "none" }).inc();
+            let labels = CertLabels { identity: material.identity.to_string() };
+            metrics.expiry.get_or_create(&labels).set(material.not_after);
+            tracing::info!(
+                identity = %material.identity,
+                not_after = material.not_after,
+                generation = seen.generation,
+                cert = %files.cert.display(),
+                "TLS credentials loaded"
+            );
+            Some(Arc::new(Loaded { material, generation: seen.generation }))
+        }
+        Err(error) => {
+            metrics.reloads.get_or_create(&ReloadLabels { result: "rejected", reason: error.reason() }).inc();
+            let error = crate::http::rescue::ErrorChain(&error);
+            if first {
+                tracing::error!(cert = %files.cert.display(), %error, "TLS credentials cannot be loaded");
+            } else {
+                tracing::error!(cert = %files.cert.display(), %error, "new TLS credentials rejected; keeping the ones in use");
+            }
+            None
+        }
+    }
+}
+
+/// A hash of the three files' bytes; `None` when one cannot be read.
+fn fingerprint(files: &TlsFiles) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in [&files.cert, &files.key, &files.trust_bundle] {
+        std::fs::read(path).ok()?.hash(&mut h);
+    }
+    Some(h.finish())
+}
