@@ -14,10 +14,22 @@ use crate::metrics::{ConfigMetrics, ResultLabels};
 
 /// Reads and validates a config file, and checks that the TLS files it names can be loaded.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
+    load_unless(path, None)
+}
+
+/// [`load`], skipping the TLS file checks when the text hashes to `unchanged`: the certificates' own watch owns
+/// their changes, so a bad certificate never reads as a rejected configuration.
+fn load_unless(path: &Path, unchanged: Option<u64>) -> Result<Snapshot, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         errors: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))],
     })?;
-    attache_config::load_str_checked(&text, crate::tls::check_snapshot)
+    attache_config::load_str_checked(&text, |snapshot| {
+        if Some(snapshot.hash) == unchanged {
+            Vec::new()
+        } else {
+            crate::tls::check_snapshot(snapshot)
+        }
+    })
 }
 
 /// Follows `path` and publishes every valid change. Returns the snapshot channel; the watch lives as long as the
@@ -46,7 +58,7 @@ pub fn watch(
 fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, status: &ConfigStatus, metrics: &ConfigMetrics) {
     let current = tx.borrow().clone();
     let count = |result| metrics.reloads.get_or_create(&ResultLabels { result }).inc();
-    match load(path) {
+    match load_unless(path, Some(current.hash)) {
         Ok(snapshot) if snapshot.hash == current.hash => {}
         Ok(mut snapshot) => {
             snapshot.version = current.version + 1;
