@@ -139,12 +139,18 @@ async fn echo(
     name: std::sync::Arc<str>,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let body = format!(
-        "{{\"backend\":\"{name}\",\"method\":\"{}\",\"path\":\"{}\",\"version\":\"{:?}\"}}\n",
-        req.method(),
-        req.uri().path(),
-        req.version()
-    );
+    // The caller's verified mesh identity, when the request came through an mTLS inbound listener.
+    let peer = req.headers().get(crate::http::authz::PEER_IDENTITY_HEADER).and_then(|v| v.to_str().ok());
+    let mut body = serde_json::json!({
+        "backend": &*name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "version": format!("{:?}", req.version()),
+    });
+    if let Some(peer) = peer {
+        body["peer"] = serde_json::Value::from(peer);
+    }
+    let body = format!("{body}\n");
     let mut rsp = http::Response::new(Full::new(Bytes::from(body)));
     if let Ok(v) = http::HeaderValue::from_str(&name) {
         rsp.headers_mut().insert("x-backend", v);

@@ -166,3 +166,91 @@ fn fingerprint(files: &TlsFiles) -> Option<u64> {
     }
     Some(h.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::tls::test_certs::Ca;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Dir {
+        let dir = std::env::temp_dir().join(format!("attache-creds-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn write(dir: &Path, cert: &str, key: &str, bundle: &str) -> TlsFiles {
+        let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), trust_bundle: dir.join("ca.pem") };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        std::fs::write(&files.trust_bundle, bundle).unwrap();
+        files
+    }
+
+    fn count(metrics: &TlsMetrics, result: &'static str, reason: &'static str) -> u64 {
+        metrics.reloads.get_or_create(&ReloadLabels { result, reason }).get()
+    }
+
+    #[test]
+    fn a_valid_change_is_a_new_generation_and_an_unchanged_recheck_is_nothing() {
+        let (tmp, ca, metrics) = (dir(), Ca::new("ca"), TlsMetrics::default());
+        let a = ca.leaf(&["spiffe://example.org/a"]);
+        let files = write(&tmp.0, &a.cert_pem, &a.key_pem, &ca.pem());
+        let mut seen = Seen::default();
+        let first = reload(&files, &mut seen, &metrics).expect("loads");
+        assert_eq!((first.generation, first.material.identity.as_str()), (1, "spiffe://example.org/a"));
+        assert!(reload(&files, &mut seen, &metrics).is_none(), "unchanged files are not reloaded");
+
+        let b = ca.leaf(&["spiffe://example.org/b"]);
+        write(&tmp.0, &b.cert_pem, &b.key_pem, &ca.pem());
+        let second = reload(&files, &mut seen, &metrics).expect("reloads");
+        assert_eq!((second.generation, second.material.identity.as_str()), (2, "spiffe://example.org/b"));
+        assert_eq!(count(&metrics, "applied", "none"), 2);
+        let expiry = metrics.expiry.get_or_create(&CertLabels { identity: "spiffe://example.org/b".into() }).get();
+        assert_eq!(expiry, second.material.not_after);
+    }
+
+    #[test]
+    fn a_bad_change_is_rejected_once_and_leaves_the_material_in_use() {
+        let (tmp, ca, metrics) = (dir(), Ca::new("ca"), TlsMetrics::default());
+        let a = ca.leaf(&["spiffe://example.org/a"]);
+        let other = ca.leaf(&["spiffe://example.org/other"]);
+        let files = write(&tmp.0, &a.cert_pem, &a.key_pem, &ca.pem());
+        let mut seen = Seen::default();
+        assert!(reload(&files, &mut seen, &metrics).is_some());
+
+        write(&tmp.0, &a.cert_pem, &other.key_pem, &ca.pem());
+        assert!(reload(&files, &mut seen, &metrics).is_none(), "a key of another certificate is refused");
+        assert!(reload(&files, &mut seen, &metrics).is_none());
+        assert_eq!(count(&metrics, "rejected", "key-mismatch"), 1, "counted once per bad content");
+
+        std::fs::remove_file(&files.key).unwrap();
+        assert!(reload(&files, &mut seen, &metrics).is_none());
+        assert_eq!(count(&metrics, "rejected", "unreadable"), 1);
+
+        write(&tmp.0, &a.cert_pem, &a.key_pem, &ca.pem());
+        assert_eq!(reload(&files, &mut seen, &metrics).expect("fixed").generation, 2);
+    }
+
+    #[tokio::test]
+    async fn credentials_of_unloadable_files_refuse_to_handshake_and_the_store_shares_one_watch() {
+        let (tmp, store) = (dir(), CredentialStore::new(TlsMetrics::default()));
+        let files = write(&tmp.0, "not a certificate", "", "");
+        let creds = store.get(&files);
+        assert!(creds.current().is_err(), "no material, so no handshake (never plaintext)");
+        let again = store.get(&files);
+        assert!(Arc::ptr_eq(&creds.files, &again.files), "one entry, one watch per set of files");
+        store.retain(|_| false);
+        assert!(store.entries.lock().unwrap().is_empty());
+        assert_eq!(creds.files(), &files);
+    }
+}
