@@ -109,24 +109,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
     let conn = Conn { ctx: &ctx, listener: &listener, plane: &plane, limits: &limits, activity };
     let plaintext = Peer { addr, identity: None };
     match (&ctx.tls, protocol) {
-        (Some(tls), Protocol::Tls) => {
-            let Ok(accepted) = crate::tls::accept(io, tls, limits.handshake_timeout, &ctx.tls_metrics).await else {
-                return;
-            };
-            let peer = Peer { addr, identity: accepted.identity };
-            let mut stream = accepted.stream;
-            let (protocol, prefix) = match accepted.alpn.as_deref() {
-                Some(crate::tls::config::ALPN_H2) => (Protocol::Http2, bytes::Bytes::new()),
-                Some(crate::tls::config::ALPN_HTTP1) => (Protocol::Http1, bytes::Bytes::new()),
-                _ if listener.protocol == ListenerProtocol::Opaque => (Protocol::Opaque, bytes::Bytes::new()),
-                _ => match detect(&mut stream, limits.detect_timeout).await {
-                    Ok(Some(found)) => found,
-                    Ok(None) => return,
-                    Err(error) => return tracing::debug!(peer = %addr, %error, "detect failed"),
-                },
-            };
-            conn.dispatch(Prefixed::new(prefix, stream), protocol, peer).await;
-        }
+        (Some(tls), Protocol::Tls) => conn.terminate_tls(io, tls, addr).await,
         (Some(tls), _) if tls.requires_tls() => {
             ctx.tls_metrics.handshake(ctx.direction, Err("plaintext"));
             tracing::debug!(peer = %addr, listener = %ctx.name, "plaintext on a strict mTLS listener; closing");
@@ -147,6 +130,30 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
+    /// Completes the handshake, then serves what the client speaks inside: by ALPN, else detected.
+    async fn terminate_tls<I>(self, io: I, tls: &ServerTls, addr: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let limits = self.limits;
+        let Ok(accepted) = crate::tls::accept(io, tls, limits.handshake_timeout, &self.ctx.tls_metrics).await else {
+            return;
+        };
+        let peer = Peer { addr, identity: accepted.identity };
+        let mut stream = accepted.stream;
+        let (protocol, prefix) = match accepted.alpn.as_deref() {
+            Some(crate::tls::config::ALPN_H2) => (Protocol::Http2, bytes::Bytes::new()),
+            Some(crate::tls::config::ALPN_HTTP1) => (Protocol::Http1, bytes::Bytes::new()),
+            _ if self.listener.protocol == ListenerProtocol::Opaque => (Protocol::Opaque, bytes::Bytes::new()),
+            _ => match detect(&mut stream, limits.detect_timeout).await {
+                Ok(Some(found)) => found,
+                Ok(None) => return,
+                Err(error) => return tracing::debug!(peer = %addr, %error, "detect failed"),
+            },
+        };
+        self.dispatch(Prefixed::new(prefix, stream), protocol, peer).await;
+    }
+
     async fn dispatch<I>(self, io: I, protocol: Protocol, peer: Peer)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
