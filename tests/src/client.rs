@@ -1,13 +1,15 @@
-//! Test clients: hyper `client::conn` clients (h1, h2c), the real `curl` binary, raw TCP, and a raw WebSocket
-//! upgrade client.
+//! Test clients: hyper `client::conn` clients (h1, h2c), the real `curl` and `openssl s_client` binaries, raw TCP,
+//! and a raw WebSocket upgrade client.
 //!
 //! The hyper clients hold at most one connection, opened lazily on the first request and reused until it closes
 //! or [`Client::reconnect`] is called, so a test controls exactly which connection a request uses.
 
 mod curl;
+mod openssl;
 mod raw;
 
 pub use self::curl::{curl, Curl};
+pub use self::openssl::{s_client, Handshake, SClient};
 pub use self::raw::{raw_tcp, websocket, websocket_handshake, RawConn, RawResponse};
 
 use crate::{AbortOnDrop, Body, DEFAULT_TIMEOUT};

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod faults;
 pub mod metrics;
+pub mod pki;
 pub mod proxy;
 pub mod server;
 pub mod wait;

@@ -1,4 +1,5 @@
-//! Mock backends: HTTP servers with routes and ready-made handlers, a WebSocket-upgrade echo, TCP echo/banner.
+//! Mock backends: HTTP servers with routes and ready-made handlers, a WebSocket-upgrade echo, TCP echo/banner, and
+//! an mTLS probe that reports which client certificate a sidecar dialled with.
 //!
 //! HTTP servers route by exact path (or by prefix with [`Builder::route_prefix`]); a request matching no route
 //! gets `404` with body `no route for <path>`. Every response, including that 404, carries
@@ -7,11 +8,13 @@
 
 mod handlers;
 mod lingering;
+mod mtls;
 mod tcp;
 mod websocket;
 
 pub use self::handlers::{chunks, echo, grpc_frame, ok, slow, status, trailers, MockHandler, ServerName};
 pub use self::lingering::Lingering;
+pub use self::mtls::{mtls_probe, ClientCert, MtlsServer};
 pub use self::tcp::{tcp_banner, tcp_echo, tcp_echo_reply, TcpBuilder, TcpServer};
 pub use self::websocket::{websocket_accept, websocket_echo, WebSocketBuilder, WebSocketServer};
 

@@ -10,7 +10,7 @@ use crate::DEFAULT_TIMEOUT;
 use anyhow::{anyhow, bail, Context as _, Result};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 
 const MARKER: &str = "\n--attache-curl-write-out--\n";
 
@@ -72,6 +72,16 @@ impl Curl {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         };
         self.arg("--resolve").arg(format!("{host}:{port}:{ip}"))
+    }
+
+    /// `--cert cert --key key`: present a TLS client certificate.
+    pub fn client_cert(self, cert: &Path, key: &Path) -> Self {
+        self.arg("--cert").arg(cert.display().to_string()).arg("--key").arg(key.display().to_string())
+    }
+
+    /// `--cacert bundle`: verify the server's certificate against `bundle` (by the URL's host name).
+    pub fn cacert(self, bundle: &Path) -> Self {
+        self.arg("--cacert").arg(bundle.display().to_string())
     }
 
     /// Kills curl after `timeout` (also `--max-time`).
