@@ -17,11 +17,13 @@ pub mod metrics;
 pub mod pki;
 pub mod proxy;
 pub mod server;
+mod tempdir;
 pub mod wait;
 pub mod yaml;
 
 pub use self::client::TestResponse;
 pub use self::metrics::Metrics;
+pub use self::tempdir::TempDir;
 pub use self::wait::{eventually, with_timeout};
 
 use bytes::Bytes;

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub use crate::TempDir;
+
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType, SerialNumber,
@@ -64,10 +66,6 @@ pub struct Workload {
     versions: AtomicU64,
     current: Mutex<Leaf>,
 }
-
-/// A unique directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
 
 impl Ca {
     /// A self-signed CA valid from [`VALID_FROM`] to [`VALID_UNTIL`].
@@ -238,32 +236,6 @@ impl Workload {
         if version > 1 {
             let _ = std::fs::remove_dir_all(dir.join(format!("..v{}", version - 1)));
         }
-    }
-}
-
-impl TempDir {
-    /// Creates `<tmp>/<prefix>-<pid>-<n>-<nanos>`.
-    pub fn new(prefix: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("creating a temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

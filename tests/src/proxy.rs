@@ -195,10 +195,14 @@ pub fn binary() -> Result<PathBuf> {
 
 /// Runs `attache-proxy` with `args`, returning its exit status and stdout+stderr. Bounded by `timeout`.
 pub async fn cli(args: &[&str], timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
-    let out =
-        tokio::time::timeout(timeout, tokio::process::Command::new(binary()?).args(args).kill_on_drop(true).output())
-            .await
-            .context("attache-proxy timed out")??;
+    cli_in(Path::new("."), args, timeout).await
+}
+
+/// [`cli`] with `dir` as the working directory (relative paths in configs resolve from it).
+pub async fn cli_in(dir: &Path, args: &[&str], timeout: Duration) -> Result<(std::process::ExitStatus, String)> {
+    let mut command = tokio::process::Command::new(binary()?);
+    command.args(args).current_dir(dir).kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, command.output()).await.context("attache-proxy timed out")??;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status, text))

@@ -1,36 +1,12 @@
 //! `attache-proxy certs`: `init` creates a dev CA, `issue` a workload certificate whose only URI SAN is the SPIFFE ID,
 //! as the real binary does it and as openssl sees it.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-use attache_tests::proxy;
 use attache_tests::wait::secs;
+use attache_tests::{proxy, TempDir};
 
 const ID: &str = "spiffe://example.org/ns/default/sa/web";
-
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "attache-certs-test-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
@@ -45,8 +21,8 @@ async fn openssl(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_then_issue_writes_a_ca_and_a_spiffe_certificate() {
-    let tmp = TempDir::new();
-    let (ca, out) = (tmp.0.join("ca"), tmp.0.join("web"));
+    let tmp = TempDir::new("attache-certs-test");
+    let (ca, out) = (tmp.path().join("ca"), tmp.path().join("web"));
 
     let (status, text) =
         proxy::cli(&["certs", "init", "--dir", s(&ca), "--trust-domain", "example.org"], secs(60)).await.unwrap();
@@ -96,8 +72,8 @@ async fn init_then_issue_writes_a_ca_and_a_spiffe_certificate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_refuses_to_overwrite_and_issue_refuses_a_foreign_trust_domain() {
-    let tmp = TempDir::new();
-    let ca = tmp.0.join("ca");
+    let tmp = TempDir::new("attache-certs-test");
+    let ca = tmp.path().join("ca");
     let init = ["certs", "init", "--dir", s(&ca), "--trust-domain", "example.org"];
     let (status, text) = proxy::cli(&init, secs(60)).await.unwrap();
     assert!(status.success(), "{text}");
@@ -113,7 +89,7 @@ async fn init_refuses_to_overwrite_and_issue_refuses_a_foreign_trust_domain() {
     assert!(status.success(), "{text}");
     assert_ne!(std::fs::read(ca.join("ca.pem")).unwrap(), before);
 
-    let out = tmp.0.join("out");
+    let out = tmp.path().join("out");
     let foreign = "spiffe://other.org/ns/default/sa/web";
     let (status, text) =
         proxy::cli(&["certs", "issue", "--ca-dir", s(&ca), "--spiffe-id", foreign, "--out", s(&out)], secs(60))

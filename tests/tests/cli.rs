@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use attache_tests::proxy::{self, ConfigFile};
 use attache_tests::wait::secs;
+use attache_tests::TempDir;
 
 /// A valid config: 1 listener, 1 service with 2 routes, 2 backends.
 const VALID: &str = r#"admin:
@@ -125,9 +126,37 @@ async fn every_example_checks_ok() {
         .collect();
     examples.sort();
     assert!(!examples.is_empty(), "no examples in {}", examples_dir().display());
+    // The mTLS examples name certificates under certs/, made the way their comments (and the README) say.
+    let work = TempDir::new("attache-examples");
+    for args in [
+        &["certs", "init", "--dir", "certs/ca", "--trust-domain", "example.org"][..],
+        &[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "certs/ca",
+            "--spiffe-id",
+            "spiffe://example.org/ns/default/sa/api",
+            "--out",
+            "certs/api",
+        ],
+        &[
+            "certs",
+            "issue",
+            "--ca-dir",
+            "certs/ca",
+            "--spiffe-id",
+            "spiffe://example.org/ns/default/sa/web",
+            "--out",
+            "certs/web",
+        ],
+    ] {
+        let (status, out) = proxy::cli_in(work.path(), args, secs(30)).await.unwrap();
+        assert!(status.success(), "{args:?}: {status}\n{out}");
+    }
     for example in &examples {
         let path = example.display().to_string();
-        let (status, out) = proxy::cli(&["check", &path], secs(30)).await.unwrap();
+        let (status, out) = proxy::cli_in(work.path(), &["check", &path], secs(30)).await.unwrap();
         assert!(status.success(), "{path}: {status}\n{out}");
         assert!(out.contains(&format!("{path}: ok")), "{out}");
     }
