@@ -18,45 +18,57 @@ const RECHECK: Duration = Duration::from_secs(5);
 
 /// Changes under some directories. Dropping it stops the watch.
 pub struct FsChanges {
-    _watcher: notify::RecommendedWatcher,
+    /// `None` when no watcher could be made (e.g. the inotify instance limit is reached): rechecks only.
+    _watcher: Option<notify::RecommendedWatcher>,
     events: mpsc::Receiver<()>,
+    /// Kept so `events` never closes while polling only.
+    _tx: mpsc::Sender<()>,
 }
 
 impl FsChanges {
-    /// Watches the directories holding `files` (each once).
-    pub fn watch_files<'a>(files: impl IntoIterator<Item = &'a Path>) -> notify::Result<Self> {
+    /// Watches the directories holding `files` (each once). Never fails: what cannot be watched is rechecked
+    /// every `RECHECK`, with a warning.
+    pub fn watch_files<'a>(files: impl IntoIterator<Item = &'a Path>) -> Self {
         let (tx, events) = mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let notify_tx = tx.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok() {
                 // Full means a report is already pending; whoever reads then sees the latest content.
-                let _ = tx.try_send(());
+                let _ = notify_tx.try_send(());
             }
-        })?;
+        });
+        let mut watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(error) => {
+                tracing::warn!(%error, "cannot create a file watcher; rechecking files every {RECHECK:?}");
+                None
+            }
+        };
         let mut dirs: Vec<PathBuf> = files.into_iter().map(parent_dir).collect();
         dirs.sort();
         dirs.dedup();
         for dir in &dirs {
-            if let Err(error) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+            let Some(w) = watcher.as_mut() else { break };
+            if let Err(error) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
                 // A directory that does not exist yet is still rechecked periodically.
                 tracing::warn!(dir = %dir.display(), %error, "cannot watch directory; rechecking every {RECHECK:?}");
             }
         }
-        Ok(Self { _watcher: watcher, events })
+        Self { _watcher: watcher, events, _tx: tx }
     }
 
-    /// Waits until something changed and then went quiet (or `RECHECK` passed). `None` once the watcher is gone.
-    pub async fn next(&mut self) -> Option<()> {
+    /// Waits until something changed and then went quiet, or `RECHECK` passed.
+    pub async fn next(&mut self) {
         tokio::select! {
-            ev = self.events.recv() => ev?,
-            () = tokio::time::sleep(RECHECK) => return Some(()),
+            _ = self.events.recv() => {}
+            () = tokio::time::sleep(RECHECK) => return,
         }
         let give_up = tokio::time::Instant::now() + MAX_DEBOUNCE;
         loop {
             let quiet_until = (tokio::time::Instant::now() + DEBOUNCE).min(give_up);
             match tokio::time::timeout_at(quiet_until, self.events.recv()).await {
                 Ok(Some(())) if tokio::time::Instant::now() < give_up => {}
-                Ok(None) => return None,
-                _ => return Some(()),
+                _ => return,
             }
         }
     }

@@ -46,9 +46,10 @@ pub fn watch(
     metrics.version.set(initial.version as i64);
     metrics.last_reload_timestamp.set(super::unix_now() as i64);
     let (tx, rx) = watch::channel(Arc::new(initial));
-    let mut changes = FsChanges::watch_files([path.as_path()])?;
+    let mut changes = FsChanges::watch_files([path.as_path()]);
     let task = tokio::spawn(async move {
-        while changes.next().await.is_some() {
+        loop {
+            changes.next().await;
             reload(&path, &tx, &status, &metrics);
         }
     });

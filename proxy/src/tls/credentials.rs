@@ -102,17 +102,11 @@ impl CredentialStore {
 /// Reloads on every change of the files' directories until every [`Credentials`] clone is gone.
 async fn follow(files: Arc<TlsFiles>, tx: watch::Sender<Option<Arc<Loaded>>>, mut seen: Seen, metrics: TlsMetrics) {
     let paths = [files.cert.as_path(), files.key.as_path(), files.trust_bundle.as_path()];
-    let mut changes = match FsChanges::watch_files(paths) {
-        Ok(c) => c,
-        Err(error) => {
-            tracing::error!(cert = %files.cert.display(), %error, "cannot watch TLS files; they will not be reloaded");
-            return tx.closed().await;
-        }
-    };
+    let mut changes = FsChanges::watch_files(paths);
     loop {
         tokio::select! {
             () = tx.closed() => return,
-            changed = changes.next() => if changed.is_none() { return },
+            () = changes.next() => {}
         }
         if let Some(loaded) = reload(&files, &mut seen, &metrics) {
             tx.send_replace(Some(loaded));
