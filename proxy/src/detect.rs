@@ -11,6 +11,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const TLS_HANDSHAKE: u8 = 0x16;
 /// Longest method token we accept before the first space.
 const MAX_METHOD: usize = 24;
+/// How much of a request line is read to find its ` HTTP/1.x` end; a method followed by a longer line is still
+/// taken for HTTP/1, and hyper answers it (414/431).
+const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -68,11 +71,23 @@ fn classify(buf: &[u8]) -> Option<Protocol> {
     for (i, &b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
         match b {
             b'A'..=b'Z' | b'-' | b'_' => {}
-            b' ' if i > 0 => return Some(Protocol::Http1),
+            b' ' if i > 0 => return request_line(buf, i + 1),
             _ => return Some(Protocol::Opaque),
         }
     }
     (buf.len() > MAX_METHOD).then_some(Protocol::Opaque)
+}
+
+/// After `METHOD `: HTTP/1 when the line ends in ` HTTP/1.0` or ` HTTP/1.1`, else opaque (so text protocols with
+/// upper-case commands, `SET k v` or `SELECT 1;`, are not mistaken for HTTP).
+fn request_line(buf: &[u8], target: usize) -> Option<Protocol> {
+    let Some(end) = buf[target..].iter().position(|&b| b == b'\n') else {
+        return (buf.len() >= MAX_REQUEST_LINE).then_some(Protocol::Http1);
+    };
+    let line = &buf[target..target + end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let http = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+    Some(if http { Protocol::Http1 } else { Protocol::Opaque })
 }
 
 #[cfg(test)]
@@ -82,7 +97,13 @@ mod tests {
     #[test]
     fn classifies_by_first_bytes() {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"GET http://a/ HTTP/1.0\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"GET / HTTP/1.1"), None, "the line is not complete yet");
         assert_eq!(classify(b"OPTIONS"), None);
+        assert_eq!(classify(b"SET key value\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"SELECT 1;\n"), Some(Protocol::Opaque));
+        let long = [&b"GET /"[..], &[b'a'; MAX_REQUEST_LINE]].concat();
+        assert_eq!(classify(&long), Some(Protocol::Http1), "hyper answers an overlong request line");
         assert_eq!(classify(H2_PREFACE), Some(Protocol::Http2));
         assert_eq!(classify(b"PRI * HTTP/2"), None);
         assert_eq!(classify(b"PRIX"), None);
