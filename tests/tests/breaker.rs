@@ -11,8 +11,10 @@ use attache_tests::{
 };
 use tokio::time::Instant;
 
-/// How late a probe may come after its ejection ends (traffic pacing, scheduling).
-const SLACK: u64 = 150;
+/// How late a probe may come after its ejection ends (traffic pacing, scheduling on a loaded CI machine). The
+/// exact backoff is unit-tested with paused time (`proxy/src/backend/breaker.rs`); here the lower bounds are exact
+/// and the upper ones only catch a missing cap or a probe that never comes.
+const SLACK: u64 = 500;
 
 const BREAKER: &str = "{ consecutive_failures: 3, base_ejection: 300ms, max_ejection: 2s }";
 
