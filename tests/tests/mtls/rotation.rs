@@ -178,3 +178,37 @@ async fn a_bad_rotation_on_the_client_side_keeps_its_old_certificate() {
     let rsp = client::http1(mesh.client_side.outbound()).get("api", "/").await.unwrap();
     assert_eq!(rsp.status, 200, "{}", rsp.text());
 }
+
+/// A CA rotation: while both sidecars' trust bundles hold the old and the new CA, certificates from either are
+/// accepted, so workloads can move to the new CA one by one without a failed request; a third CA stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bundle_with_the_old_and_new_ca_accepts_both_during_a_ca_rotation() {
+    let (old, new, stranger) = (Ca::new("old mesh CA"), Ca::new("new mesh CA"), Ca::new("stranger CA"));
+    let both = format!("{}{}", old.pem(), new.pem());
+    let api = attache_tests::pki::Workload::new(old.issue(API), both.clone());
+    let web = attache_tests::pki::Workload::new(old.issue(WEB), both);
+    let app = server::auto().name("api").route_prefix("/", server::echo()).run().await;
+    let server_side = attache_tests::proxy::new().config(super::inbound(&api, app.addr()).build()).run().await;
+    // Pooled connections expire at once, so every request handshakes with the current certificates.
+    let client_cfg =
+        super::outbound(&web).service("api", API, &[server_side.inbound()]).limits("pool_idle_timeout: 1us");
+    let client_side = attache_tests::proxy::new().config(client_cfg.build()).run().await;
+    let get = || async { client::http1(client_side.outbound()).get("api", "/").await.unwrap().status };
+    assert_eq!(get().await, 200, "both on the old CA");
+
+    api.rotate(&new.issue(API));
+    applied(&server_side, 2.0).await;
+    assert_eq!(get().await, 200, "server on the new CA, client on the old one");
+    web.rotate(&new.issue(WEB));
+    applied(&client_side, 2.0).await;
+    assert_eq!(get().await, 200, "both on the new CA");
+
+    // Callers with certificates of either CA are served; a TLS 1.3 client learns of a refused certificate only
+    // after its side of the handshake, so the stranger's refusal is read from the server's count.
+    for ca in [&old, &new, &stranger] {
+        let caller = ca.workload(OPERATOR);
+        client::s_client(server_side.inbound()).cert(&caller.cert(), &caller.key()).run().await.unwrap();
+    }
+    let m = server_side.metrics().await;
+    assert_eq!(handshakes(&m, "inbound", "untrusted"), 1.0, "only the stranger is refused:\n{m}");
+}
