@@ -54,7 +54,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let status = ConfigStatus::new(path.display().to_string(), &snapshot);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = crate::metrics::Metrics::register(&mut registry);
-    let (snapshots, _watch) = file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone())?;
+    let (snapshots, _watch) = file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone());
     let proxy = Proxy { snapshots, status, registry, metrics }.start().await?;
     let outbound = proxy.listener_addr("outbound").context("outbound listener not bound")?;
     let admin = proxy.admin_addr();

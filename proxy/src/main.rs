@@ -129,7 +129,7 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let status = ConfigStatus::new(path.display().to_string(), &snapshot);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
-    let (snapshots, _watch) = file::watch(path, snapshot, status.clone(), metrics.config.clone())?;
+    let (snapshots, _watch) = file::watch(path, snapshot, status.clone(), metrics.config.clone());
     let proxy = Proxy { snapshots: snapshots.clone(), status, registry, metrics }.start().await?;
     shutdown_signal().await;
     // The drain period of the config being served at the time of the signal.

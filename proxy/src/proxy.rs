@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use attache_config::model::{Direction, Listener};
+use attache_config::model::{Direction, Listener, TlsMode};
 use attache_config::Snapshot;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -45,7 +45,7 @@ pub struct ProxyHandle {
 
 struct Running {
     config: Arc<Listener>,
-    stop: watch::Sender<bool>,
+    retire: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<TcpListener>>,
 }
 
@@ -143,7 +143,7 @@ impl ListenerSet {
         let mut sockets = BTreeMap::new();
         for name in stopping {
             let Some(r) = self.running.remove(&name) else { continue };
-            let _ = r.stop.send(true);
+            let _ = r.retire.send(true);
             if let Ok(mut b) = self.bound.lock() {
                 b.remove(&name);
             }
@@ -203,8 +203,12 @@ impl ListenerSet {
                 crate::http::inbound(plane_rx.clone(), l.name.clone(), &self.shared, limits.max_concurrent_requests)
             }
         };
-        let tls = l.tls.as_ref().and_then(|t| ServerTls::new(self.credentials.get(&t.files), t.mode, t.min_version));
+        // `mode: disabled` names files it never uses: they are neither loaded nor watched.
+        let tls = l.tls.as_ref().filter(|t| t.mode != TlsMode::Disabled);
+        let tls = tls.and_then(|t| ServerTls::new(self.credentials.get(&t.files), t.mode, t.min_version));
+        let (retire, retire_rx) = watch::channel(false);
         let ctx = Context {
+            retire: retire_rx,
             tls: tls.map(Arc::new),
             tls_metrics: self.shared.metrics.tls.clone(),
             http_authz: self.shared.metrics.authz.clone(),
@@ -216,12 +220,11 @@ impl ListenerSet {
             metrics: self.shared.metrics.conn.clone(),
             drain: self.drain.clone(),
         };
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(listener::accept_loop(tcp, ctx, stop_rx));
+        let task = tokio::spawn(listener::accept_loop(tcp, ctx));
         if let Ok(mut b) = self.bound.lock() {
             b.insert(l.name.clone(), addr);
         }
         tracing::info!(listener = %l.name, %addr, direction = ?l.direction, "listening");
-        Ok(Running { config: l.clone(), stop, task })
+        Ok(Running { config: l.clone(), retire, task })
     }
 }

@@ -11,17 +11,22 @@ use crate::tls::Alpn;
 
 /// Forwards `client` to the first endpoint that accepts (and, for an mTLS backend, proves its identity), starting
 /// at a random one.
+/// The connection is cut when `revoked` resolves (the policy it was admitted under no longer holds).
 pub async fn forward<I>(
     client: I,
     endpoints: &[Connector],
     idle_timeout: Duration,
     activity: Activity,
+    revoked: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<(u64, u64)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let upstream = connect_any(endpoints).await?;
-    splice(client, upstream, idle_timeout, activity).await
+    tokio::select! {
+        copied = splice(client, upstream, idle_timeout, activity) => copied,
+        () = revoked => Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the listener's policy changed")),
+    }
 }
 
 /// Copies both ways with half-close until both directions are done, or until `activity` (which must see the traffic

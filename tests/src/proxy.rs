@@ -70,8 +70,7 @@ impl Builder {
         let status = ConfigStatus::new(path.display().to_string(), &snapshot);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
-        let (snapshots, watch) =
-            file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone()).expect("watching");
+        let (snapshots, watch) = file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone());
         let handle = Proxy { snapshots, status, registry, metrics }.start().await.expect("starting the proxy");
         TestProxy { handle: Some(handle), file, path, _watch: watch }
     }

@@ -121,10 +121,10 @@ pub struct ListenerSpec {
     /// Inbound only: a rate limit on HTTP requests to the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
-    /// Inbound only: mutual TLS (not yet served by the proxy; validated).
+    /// Inbound only: terminate mutual TLS and learn each caller's SPIFFE identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTlsSpec>,
-    /// Inbound only: who may call the app (not yet enforced by the proxy; validated).
+    /// Inbound only: which caller identities may reach the app (HTTP: 403 otherwise; TCP: closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationSpec>,
 }
@@ -329,7 +329,7 @@ pub struct BackendSpec {
     /// Active health checks feeding the same endpoint gate as the circuit breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
-    /// Originate mTLS to this backend and require its SPIFFE identity (not yet served by the proxy; validated).
+    /// Originate mTLS to this backend's endpoints and require their exact SPIFFE identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTlsSpec>,
 }

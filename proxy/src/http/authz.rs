@@ -54,14 +54,24 @@ impl AuthzMetrics {
         m
     }
 
-    /// Decides, counts and returns whether `identity` (`None`: unauthenticated) may pass.
-    pub fn record(&self, service: &Arc<str>, route: &str, authz: &Authorization, identity: &Option<SpiffeId>) -> bool {
-        let allowed = authz.allows(identity.as_ref());
+    pub fn record(&self, service: &Arc<str>, route: &str, allowed: bool) {
         let decision = if allowed { "allowed" } else { "denied" };
         let labels = DecisionLabels { service: Name(service.clone()), route: Name(Arc::from(route)), decision };
         self.decisions.get_or_create(&labels).inc();
-        allowed
     }
+}
+
+/// Whether `authz` admits `identity` (`None`: unauthenticated), counted under `service` and `route`.
+pub fn decide(
+    metrics: &AuthzMetrics,
+    service: &Arc<str>,
+    route: &str,
+    authz: &Authorization,
+    identity: Option<&SpiffeId>,
+) -> bool {
+    let allowed = authz.allows(identity);
+    metrics.record(service, route, allowed);
+    allowed
 }
 
 impl Middleware for Authorize {
@@ -71,15 +81,16 @@ impl Middleware for Authorize {
         S::Future: Send + 'static,
     {
         let identity = req.extensions().get::<PeerIdentity>().map(|p| p.0.clone());
-        if let Some(target) = req.extensions().get::<Target>() {
-            if let Some(authz) = &target.route.authorization {
-                let route = &target.route;
-                if !self.metrics.record(&route.service, &route.name, authz, &identity) {
-                    let who =
-                        identity.as_ref().map_or_else(|| "an unauthenticated caller".to_owned(), |id| id.to_string());
-                    tracing::info!(service = %route.service, route = %route.name, caller = %who, "request denied by authorization");
-                    return fail(Forbidden { caller: who });
-                }
+        let who = || identity.as_ref().map_or_else(|| "an unauthenticated caller".to_owned(), |id| id.to_string());
+        // Routing always attaches a target; a request without one is refused rather than waved through.
+        let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
+            return fail(Forbidden { caller: who() });
+        };
+        if let Some(authz) = &route.authorization {
+            if !decide(&self.metrics, &route.service, &route.name, authz, identity.as_ref()) {
+                let caller = who();
+                tracing::info!(service = %route.service, route = %route.name, %caller, "request denied by authorization");
+                return fail(Forbidden { caller });
             }
         }
         if let Some(id) = identity {

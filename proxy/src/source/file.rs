@@ -39,7 +39,7 @@ pub fn watch(
     initial: Snapshot,
     status: ConfigStatus,
     metrics: ConfigMetrics,
-) -> anyhow::Result<(watch::Receiver<Arc<Snapshot>>, tokio::task::JoinHandle<()>)> {
+) -> (watch::Receiver<Arc<Snapshot>>, tokio::task::JoinHandle<()>) {
     let mut initial = initial;
     initial.version = initial.version.max(1);
     status.applied(&initial);
@@ -53,7 +53,7 @@ pub fn watch(
             reload(&path, &tx, &status, &metrics);
         }
     });
-    Ok((rx, task))
+    (rx, task)
 }
 
 fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, status: &ConfigStatus, metrics: &ConfigMetrics) {

@@ -50,6 +50,8 @@ struct Seen {
     /// `None`: some file could not be read.
     content: Option<u64>,
     generation: u64,
+    /// The identity whose expiry series this set of files feeds.
+    identity: Option<String>,
 }
 
 impl Credentials {
@@ -105,31 +107,41 @@ async fn follow(files: Arc<TlsFiles>, tx: watch::Sender<Option<Arc<Loaded>>>, mu
     let mut changes = FsChanges::watch_files(paths);
     loop {
         tokio::select! {
-            () = tx.closed() => return,
+            () = tx.closed() => break,
             () = changes.next() => {}
         }
         if let Some(loaded) = reload(&files, &mut seen, &metrics) {
             tx.send_replace(Some(loaded));
         }
     }
+    // No listener or backend uses these files any more: neither is their certificate in use.
+    if let Some(identity) = seen.identity {
+        metrics.expiry.remove(&CertLabels { identity });
+    }
 }
 
 /// New material when the files changed and validate; `None` when unchanged or invalid (logged and counted once
-/// per distinct content).
+/// per distinct content). The bytes hashed are the bytes validated, so a file rewritten between two reads cannot
+/// leave a rejected read recorded as the current content.
 fn reload(files: &TlsFiles, seen: &mut Seen, metrics: &TlsMetrics) -> Option<Arc<Loaded>> {
-    let content = fingerprint(files);
+    let read = read_all(files);
+    let content = read.as_ref().ok().map(|(_, hash)| *hash);
     if seen.started && content == seen.content {
         return None;
     }
     let first = !seen.started;
     seen.started = true;
     seen.content = content;
-    match CredentialStore::check(files) {
+    let loaded = read.and_then(|([cert, key, bundle], _)| TlsMaterial::from_pem(&cert, &key, &bundle));
+    match loaded {
         Ok(material) => {
             seen.generation += 1;
             metrics.reloads.get_or_create(&ReloadLabels { result: "applied", reason: "none" }).inc();
-            let labels = CertLabels { identity: material.identity.to_string() };
-            metrics.expiry.get_or_create(&labels).set(material.not_after);
+            let identity = material.identity.to_string();
+            if let Some(previous) = seen.identity.replace(identity.clone()).filter(|p| *p != identity) {
+                metrics.expiry.remove(&CertLabels { identity: previous });
+            }
+            metrics.expiry.get_or_create(&CertLabels { identity }).set(material.not_after);
             tracing::info!(
                 identity = %material.identity,
                 not_after = material.not_after,
@@ -152,13 +164,15 @@ fn reload(files: &TlsFiles, seen: &mut Seen, metrics: &TlsMetrics) -> Option<Arc
     }
 }
 
-/// A hash of the three files' bytes; `None` when one cannot be read.
-fn fingerprint(files: &TlsFiles) -> Option<u64> {
+/// The three files' bytes and a hash of them.
+fn read_all(files: &TlsFiles) -> Result<([Vec<u8>; 3], u64), MaterialError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| MaterialError::Unreadable { path: path.to_owned(), source })
+    };
+    let bytes = [read(&files.cert)?, read(&files.key)?, read(&files.trust_bundle)?];
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for path in [&files.cert, &files.key, &files.trust_bundle] {
-        std::fs::read(path).ok()?.hash(&mut h);
-    }
-    Some(h.finish())
+    bytes.hash(&mut h);
+    Ok((bytes, h.finish()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,179 @@
+//! Serving HTTP/1.1 and HTTP/2 connections through the listener's pipeline, and finishing them gracefully on drain,
+//! on the listener's replacement, or when idle.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use attache_config::model::Limits;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use super::{Context, Peer};
+use crate::body::Body;
+use crate::drain;
+use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
+use crate::http::meta::{ClientAddr, PeerIdentity};
+use crate::http::upgrade::{self, Tunnel};
+use crate::io::Activity;
+use crate::metrics::{ListenerLabels, Name};
+
+/// Request extensions every request of a connection carries.
+fn connection_extensions(req: &mut hyper::Request<Body>, peer: &Peer) {
+    req.extensions_mut().insert(ClientAddr(peer.addr));
+    if let Some(id) = &peer.identity {
+        req.extensions_mut().insert(PeerIdentity(id.clone()));
+    }
+}
+
+pub(super) async fn serve_h1<I>(io: I, ctx: &Context, limits: &Limits, activity: Activity, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let verdicts = HeadVerdicts::default();
+    // The guard must track at least what hyper accepts, or it would stop early and leave later heads unchecked.
+    let max_head_bytes = limits.max_head_bytes.max(8192);
+    let guard_limits = GuardLimits { max_head_bytes, max_headers: limits.max_header_count };
+    let guarded = H1Guard::new(io, verdicts.clone(), guard_limits);
+    let http = ctx.http.clone();
+    let retire = ctx.retire.clone();
+    let labels = ListenerLabels { direction: ctx.direction, listener: Name(ctx.name.clone()) };
+    let tunnel = Tunnel {
+        idle: limits.idle_timeout,
+        drain: ctx.drain.clone(),
+        open: ctx.metrics.open.get_or_create_owned(&labels),
+    };
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::from);
+        connection_extensions(&mut req, &peer);
+        // The framing guard stops following a connection after a request that may switch protocols (any Upgrade
+        // header, CONNECT), and a request with no verdict comes after it stopped: either way, unless the protocol
+        // really switches, answer and close, so no later request goes unchecked.
+        let verdict = verdicts.pop();
+        let unverified = verdict.is_none()
+            || req.headers().contains_key(http::header::UPGRADE)
+            || req.method() == http::Method::CONNECT;
+        if let Some(verdict) = verdict {
+            req.extensions_mut().insert(verdict);
+        }
+        if upgrade::is_upgrade(&req) {
+            req.extensions_mut().insert(tunnel.clone());
+        }
+        let fut = http.clone().oneshot(req);
+        let retire = retire.clone();
+        async move {
+            let mut rsp = fut.await?;
+            // A listener replaced by a reload: this connection's next response is its last. (Shutting it down
+            // outright could lose a request already sent on a connection accepted just before.)
+            let retired = *retire.borrow();
+            if (unverified || retired) && rsp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                rsp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(rsp)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    // hyper's header-read timeout also runs while a keep-alive connection waits for its next request, so it is the
+    // idle timeout; it also bounds a slow (slowloris) head.
+    builder
+        .timer(TokioTimer::new())
+        .max_headers(limits.max_header_count)
+        .max_buf_size(max_head_bytes)
+        .header_read_timeout(limits.idle_timeout);
+    let conn = builder.serve_connection(TokioIo::new(guarded), svc).with_upgrades();
+    drive(conn, |c| c.graceful_shutdown(), Ends::drain(ctx), limits.idle_timeout, activity).await;
+}
+
+pub(super) async fn serve_h2<I>(io: I, ctx: &Context, limits: &Limits, activity: Activity, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = ctx.http.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(Body::from);
+        connection_extensions(&mut req, &peer);
+        http.clone().oneshot(req)
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    // HTTP/2 says GOAWAY when the listener is replaced: streams already sent still complete.
+    drive(conn, |c| c.graceful_shutdown(), Ends::drain_or_retire(ctx), limits.idle_timeout, activity).await;
+}
+
+/// What asks a connection to finish besides idleness: the proxy's drain, and for some protocols the listener's
+/// replacement.
+struct Ends {
+    drain: drain::Watch,
+    retire: Option<watch::Receiver<bool>>,
+}
+
+impl Ends {
+    fn drain(ctx: &Context) -> Self {
+        Self { drain: ctx.drain.clone(), retire: None }
+    }
+
+    fn drain_or_retire(ctx: &Context) -> Self {
+        Self { drain: ctx.drain.clone(), retire: Some(ctx.retire.clone()) }
+    }
+
+    async fn retired(retire: &mut Option<watch::Receiver<bool>>) {
+        match retire {
+            // Replaced by a reload, or the proxy is stopping (the listener set is gone).
+            Some(r) => drop(r.wait_for(|retired| *retired).await),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Runs a connection to completion; on drain or idleness asks it to finish (HTTP/1: `Connection: close` after the
+/// in-flight response; HTTP/2: GOAWAY), letting in-flight requests complete. A connection that stays idle for
+/// another idle period after being asked is dropped.
+async fn drive<C, E>(conn: C, shutdown: fn(Pin<&mut C>), ends: Ends, idle: Duration, activity: Activity)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let Ends { mut drain, mut retire } = ends;
+    tokio::pin!(conn);
+    let mut closing = false;
+    let mut seen = activity.count();
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(error) = res {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            () = drain.signaled(), if !closing => {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+            () = Ends::retired(&mut retire), if !closing => {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+            () = tokio::time::sleep(idle) => {
+                let now = activity.count();
+                if now == seen && closing {
+                    // Asked to finish and still idle: a stalled body or a client that stopped reading.
+                    tracing::debug!("closing a connection idle through its graceful shutdown");
+                    return;
+                }
+                if now == seen {
+                    closing = true;
+                    shutdown(conn.as_mut());
+                }
+                seen = now;
+            }
+        }
+    }
+}
