@@ -15,7 +15,7 @@ use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 pub use super::connect::{Conn, Connector};
 use crate::body::Body;
@@ -54,18 +54,29 @@ struct H2Conn {
 #[derive(Debug, Default)]
 struct H2Slot {
     generation: u64,
-    sender: Option<http2::SendRequest<Body>>,
+    sender: Option<Live>,
+}
+
+/// A connection's sender, and a flag its task raises when the connection has ended.
+#[derive(Clone, Debug)]
+struct Live {
+    sender: http2::SendRequest<Body>,
+    ended: watch::Receiver<bool>,
 }
 
 impl H2Conn {
     /// How many fresh connections a request that came back unsent may try before it is refused upward.
     const UNSENT_REDIALS: usize = 2;
 
+    /// After its connection ended, how long a request still unanswered may wait to be answered or failed before it
+    /// is taken for lost.
+    const LOST_GRACE: Duration = Duration::from_secs(1);
+
     /// A sender on a live connection, connecting first if there is none.
-    async fn sender(&self) -> Result<(u64, http2::SendRequest<Body>), BoxError> {
+    async fn sender(&self) -> Result<(u64, Live), BoxError> {
         let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.sender.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((slot.generation, s.clone()));
+        if let Some(live) = slot.sender.as_ref().filter(|l| !l.sender.is_closed()) {
+            return Ok((slot.generation, live.clone()));
         }
         let addr = self.connector.addr();
         let stream = self.connector.connect(Alpn::Http2).await?;
@@ -74,14 +85,17 @@ impl H2Conn {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamFailed { addr, source: Box::new(e) })?;
+        let (ended_tx, ended) = watch::channel(false);
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%addr, %error, "HTTP/2 upstream connection ended");
             }
+            ended_tx.send_replace(true);
         });
+        let live = Live { sender, ended };
         slot.generation += 1;
-        slot.sender = Some(sender.clone());
-        Ok((slot.generation, sender))
+        slot.sender = Some(live.clone());
+        Ok((slot.generation, live))
     }
 
     /// Stops handing out the connection of `generation`: it handed a request back, so it is closing.
@@ -99,11 +113,11 @@ impl H2Conn {
         let addr = self.connector.addr();
         let mut redials = 0;
         loop {
-            let (generation, mut sender) = self.sender().await?;
+            let (generation, Live { mut sender, ended }) = self.sender().await?;
             // A failed `ready` means the connection went away before this request touched it.
             let unsent = match sender.ready().await {
                 Err(error) => Unsent { error, req },
-                Ok(()) => match sender.try_send_request(req).await {
+                Ok(()) => match answered_or_lost(sender.try_send_request(req), ended, addr).await? {
                     Ok(rsp) => return Ok(rsp.map(Body::from)),
                     Err(mut err) => match err.take_message() {
                         Some(req) => Unsent { error: err.into_error(), req },
@@ -118,6 +132,30 @@ impl H2Conn {
             self.retire(generation).await;
             redials += 1;
             req = unsent.req;
+        }
+    }
+}
+
+/// The response, or the error the connection gave. A request the connection still holds when the connection has
+/// ended (and a grace period passed) was lost by the client stack (a race between a closing connection and a new
+/// stream, hyperium/hyper#2500 and friends): a server answers every stream it took before it closes, so a stream
+/// still unanswered was never processed, and it is refused (safe to retry) rather than left to hang.
+async fn answered_or_lost<F, T>(response: F, mut ended: watch::Receiver<bool>, addr: SocketAddr) -> Result<T, BoxError>
+where
+    F: Future<Output = T>,
+{
+    tokio::pin!(response);
+    tokio::select! {
+        biased;
+        answer = &mut response => return Ok(answer),
+        _ = ended.wait_for(|e| *e) => {}
+    }
+    match tokio::time::timeout(H2Conn::LOST_GRACE, response).await {
+        Ok(answer) => Ok(answer),
+        Err(_) => {
+            tracing::warn!(%addr, "HTTP/2 upstream connection ended without answering or failing a request; refusing it");
+            let source: BoxError = "the connection ended without answering or failing the request".into();
+            Err(Box::new(Refused { addr, source }))
         }
     }
 }
@@ -238,4 +276,30 @@ fn client_error(addr: SocketAddr, err: hyper_util::client::legacy::Error) -> Box
         return Box::new(ConnectFailed { addr, source });
     }
     Box::new(UpstreamFailed { addr, source: Box::new(err) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_its_ended_connection_still_holds_is_refused_after_the_grace() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (ended_tx, ended) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn(answered_or_lost(std::future::pending::<()>(), ended, addr));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(!waiting.is_finished(), "a live connection's request is not given up on");
+        ended_tx.send_replace(true);
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(err.is::<Refused>(), "{err}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30) + H2Conn::LOST_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_comes_with_the_close_wins() {
+        let (_ended_tx, ended) = watch::channel(true);
+        let answer = answered_or_lost(async { 7 }, ended, "127.0.0.1:1".parse().unwrap()).await.unwrap();
+        assert_eq!(answer, 7);
+    }
 }
