@@ -6,9 +6,11 @@
 mod duration;
 pub mod error;
 mod locate;
+pub mod mesh;
 pub mod model;
 pub mod spec;
 mod validate;
+pub mod wire;
 
 pub use error::{ConfigError, FieldError, Location};
 pub use model::Snapshot;

@@ -148,7 +148,7 @@ pub(super) fn optional<S: ?Sized, T>(spec: Option<&S>, build: impl FnOnce(&S) ->
 }
 
 /// A YAML or type error from the deserializer: one error with the path and location it reports.
-fn syntax_error(e: &serde_yaml::Error) -> ConfigError {
+pub(crate) fn syntax_error(e: &serde_yaml::Error) -> ConfigError {
     let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
     let mut message = e.to_string();
     if let Some(l) = location {
@@ -167,12 +167,12 @@ fn syntax_error(e: &serde_yaml::Error) -> ConfigError {
 }
 
 /// Only whitespace, comments and document markers.
-fn is_blank(text: &str) -> bool {
+pub(crate) fn is_blank(text: &str) -> bool {
     text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 /// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
