@@ -29,6 +29,11 @@ impl FsChanges {
     /// Watches the directories holding `files` (each once). Never fails: what cannot be watched is rechecked
     /// every `RECHECK`, with a warning.
     pub fn watch_files<'a>(files: impl IntoIterator<Item = &'a Path>) -> Self {
+        Self::watch_dirs(files.into_iter().map(parent_dir).collect())
+    }
+
+    /// Watches `dirs` themselves (not recursively), like [`FsChanges::watch_files`].
+    pub fn watch_dirs(mut dirs: Vec<PathBuf>) -> Self {
         let (tx, events) = mpsc::channel::<()>(1);
         let notify_tx = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -44,7 +49,6 @@ impl FsChanges {
                 None
             }
         };
-        let mut dirs: Vec<PathBuf> = files.into_iter().map(parent_dir).collect();
         dirs.sort();
         dirs.dedup();
         for dir in &dirs {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod backoff;
 pub mod body;
 pub mod certs;
 pub mod dataplane;
@@ -17,9 +18,12 @@ pub mod http;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod persist;
+pub mod process;
 pub mod proxy;
 pub mod source;
 pub mod tcp;
 pub mod tls;
+pub mod wire;
 
 pub use proxy::{Proxy, ProxyHandle};

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use attache_proxy::process::{init_tracing, runtime, shutdown_signal, LogFormat};
 use attache_proxy::source::{file, ConfigStatus};
 use attache_proxy::Proxy;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "attache-proxy", version, about = "Attaché sidecar proxy")]
@@ -17,18 +18,15 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run a sidecar; the config file is watched and hot-reloaded.
     Run {
-        #[arg(long, short)]
-        config: PathBuf,
+        /// A config file (watched and hot-reloaded).
+        #[arg(long, short, required_unless_present = "control_plane", conflicts_with = "control_plane")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        control: ControlArgs,
     },
     /// Validate config files; prints every error with its field path, line and column.
     Check {
@@ -50,6 +48,25 @@ enum Command {
     Certs(attache_proxy::certs::CertsArgs),
 }
 
+/// Following a control plane instead of a file.
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// Control-plane addresses (`host:port`, comma-separated or repeated), tried in turn.
+    #[arg(long, env = "ATTACHE_CONTROL_PLANE", value_delimiter = ',')]
+    control_plane: Vec<String>,
+    /// The service this sidecar runs next to.
+    #[arg(long, env = "ATTACHE_SERVICE", requires = "control_plane")]
+    service: Option<String>,
+    /// This instance (default: the host name).
+    #[arg(long, env = "ATTACHE_INSTANCE")]
+    instance: Option<String>,
+    #[arg(long, env = "ATTACHE_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Where the last good configuration is saved, to boot from while no control plane answers.
+    #[arg(long, env = "ATTACHE_STATE_DIR", default_value = "/var/lib/attache")]
+    state_dir: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own view; its access log would drown it.
@@ -57,7 +74,9 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format, default_filter);
     match cli.command {
         Command::Check { files } => check(&files),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))).unwrap_or_else(fail),
+        Command::Run { config, control } => {
+            runtime().and_then(|rt| rt.block_on(run(config, control))).unwrap_or_else(fail)
+        }
         Command::Echo { listen, name } => runtime().and_then(|rt| rt.block_on(echo(listen, name))).unwrap_or_else(fail),
         Command::Demo(args) => runtime()
             .and_then(|rt| rt.block_on(attache_proxy::demo::run(args)))
@@ -74,23 +93,23 @@ async fn echo(listen: std::net::SocketAddr, name: String) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+fn control_source(args: ControlArgs) -> anyhow::Result<attache_proxy::source::control::ControlSource> {
+    let service = args
+        .service
+        .ok_or_else(|| anyhow::anyhow!("--service (or ATTACHE_SERVICE) is required with --control-plane"))?;
+    let instance = match args.instance {
+        Some(i) => i,
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| format!("{service}-{}", std::process::id())),
+    };
+    let node = attache_config::wire::Node { service, instance, namespace: args.namespace };
+    Ok(attache_proxy::source::control::ControlSource { addrs: args.control_plane, node, state_dir: args.state_dir })
+}
+
 fn fail(error: anyhow::Error) -> ExitCode {
     eprintln!("attache-proxy: {error:#}");
     ExitCode::FAILURE
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-fn init_tracing(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }
 
 fn check(files: &[PathBuf]) -> ExitCode {
@@ -124,12 +143,24 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let snapshot = file::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let status = ConfigStatus::new(path.display().to_string(), &snapshot);
+async fn run(config: Option<PathBuf>, control: ControlArgs) -> anyhow::Result<ExitCode> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
-    let (snapshots, _watch) = file::watch(path, snapshot, status.clone(), metrics.config.clone());
+    let (snapshots, status, _source) = match config {
+        Some(path) => {
+            let snapshot = file::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let status = ConfigStatus::new(path.display().to_string(), &snapshot);
+            let (snapshots, task) = file::watch(path, snapshot, status.clone(), metrics.config.clone());
+            (snapshots, status, task)
+        }
+        None => {
+            let source = control_source(control)?;
+            let status = ConfigStatus::named(format!("control plane {}", source.addrs.join(",")));
+            let (snapshots, task) =
+                source.start(status.clone(), metrics.config.clone(), metrics.control.clone()).await?;
+            (snapshots, status, task)
+        }
+    };
     let proxy = Proxy { snapshots: snapshots.clone(), status, registry, metrics }.start().await?;
     shutdown_signal().await;
     // The drain period of the config being served at the time of the signal.
@@ -141,16 +172,4 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         tracing::warn!("drain grace period ended with connections still open");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

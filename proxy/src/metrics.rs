@@ -142,6 +142,7 @@ pub struct Metrics {
     pub retry: crate::http::retry::RetryMetrics,
     pub tls: crate::tls::TlsMetrics,
     pub authz: crate::http::authz::AuthzMetrics,
+    pub control: crate::source::control::ControlMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -277,6 +278,7 @@ impl Metrics {
         let retry = crate::http::retry::RetryMetrics::register(reg);
         let tls = crate::tls::TlsMetrics::register(reg);
         let authz = crate::http::authz::AuthzMetrics::register(reg);
-        Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz }
+        let control = crate::source::control::ControlMetrics::register(registry);
+        Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz, control }
     }
 }

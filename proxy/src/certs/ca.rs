@@ -1,7 +1,6 @@
 //! The dev CA on disk (`ca.pem`, `ca-key.pem`) as an rcgen issuer, and the small helpers issuing needs: serials,
 //! times, URI SANs, and files written atomically with private modes.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -145,38 +144,4 @@ pub(super) fn now() -> Result<i64> {
 /// A Unix timestamp as a certificate time (`.to_datetime()` gives rcgen's type).
 pub(super) fn asn1_time(unix: i64) -> Result<ASN1Time> {
     ASN1Time::from_timestamp(unix).map_err(|e| anyhow::anyhow!("time {unix} is out of range: {e}"))
-}
-
-/// Writes `contents` to `path` through a temporary file in the same directory and a rename, so readers (a proxy
-/// watching the files) never see a half-written file. Private files get mode 0600 from the start on unix.
-pub(super) fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(if private { 0o600 } else { 0o644 });
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut file = options.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        #[cfg(unix)]
-        {
-            // An existing temporary file keeps its old mode; set it explicitly.
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = if private { 0o600 } else { 0o644 };
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .with_context(|| format!("setting permissions of {}", tmp.display()))?;
-        }
-        file.write_all(contents).with_context(|| format!("writing {}", tmp.display()))?;
-        file.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -20,7 +20,8 @@ use rcgen::{
 };
 use x509_parser::time::ASN1Time;
 
-use self::ca::{asn1_time, now, random_serial, serial_and_expiry, uri_san, validate_trust_domain, write_file, Ca};
+use self::ca::{asn1_time, now, random_serial, serial_and_expiry, uri_san, validate_trust_domain, Ca};
+use crate::persist::write_atomically;
 
 /// File names inside the CA directory and the output directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -160,8 +161,10 @@ pub fn init(dir: &Path, trust_domain: &str, days: u32, force: bool) -> Result<Ca
     let (serial, not_after) = serial_and_expiry(cert.der())?;
 
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write_file(&cert_path, cert.pem().as_bytes(), false)?;
+    write_atomically(&key_path, key.serialize_pem().as_bytes(), true)
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    write_atomically(&cert_path, cert.pem().as_bytes(), false)
+        .with_context(|| format!("writing {}", cert_path.display()))?;
     Ok(CaFiles { cert: cert_path, key: key_path, trust_domain: trust_domain.to_owned(), serial, not_after })
 }
 
@@ -211,9 +214,11 @@ pub fn issue(ca_dir: &Path, spiffe_id: &str, out: &Path, days: u32) -> Result<Is
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let (cert_path, key_path, bundle_path) = (out.join(LEAF_CERT), out.join(LEAF_KEY), out.join(BUNDLE));
-    write_file(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write_file(&cert_path, cert.pem().as_bytes(), false)?;
-    write_file(&bundle_path, &ca.pem, false)?;
+    write_atomically(&key_path, key.serialize_pem().as_bytes(), true)
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    write_atomically(&cert_path, cert.pem().as_bytes(), false)
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    write_atomically(&bundle_path, &ca.pem, false).with_context(|| format!("writing {}", bundle_path.display()))?;
     Ok(IssuedFiles {
         cert: cert_path,
         key: key_path,

@@ -239,9 +239,7 @@ impl Retry {
 
 /// Full jitter: a uniform wait between zero and `base × 2^(attempt-1)`, capped at `max`.
 fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-    let ceiling = policy.backoff_base.saturating_mul(factor).min(policy.backoff_max);
-    ceiling.mul_f64(rand::random::<f64>())
+    crate::backoff::full_jitter(policy.backoff_base, policy.backoff_max, attempt)
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -1,6 +1,7 @@
 //! Config sources produce the `watch::Receiver<Arc<Snapshot>>` the proxy runs on, and record how the last reload
 //! went for the admin `/config` view.
 
+pub mod control;
 pub mod file;
 
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,11 @@ impl ConfigStatus {
             config: Some(serving.source.clone()),
         };
         Self(Arc::new(Mutex::new(view)))
+    }
+
+    /// A status for a source that has served nothing yet.
+    pub fn named(source: impl Into<String>) -> Self {
+        Self(Arc::new(Mutex::new(StatusView { source: source.into(), ..StatusView::default() })))
     }
 
     pub fn view(&self) -> StatusView {
