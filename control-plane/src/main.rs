@@ -42,6 +42,8 @@ enum Command {
         #[arg(long, env = "ATTACHE_CONTROL_PLANE", default_value = DEFAULT_ADDR)]
         control_plane: String,
     },
+    /// A whole mesh on loopback: the control plane, two sidecars, stable and canary services, traffic, a live view.
+    Demo(attache_control_plane::demo::DemoArgs),
     /// Canary traffic: `canary set reviews reviews-v2=25 reviews-v1=75`, `canary status reviews`.
     Canary {
         #[command(subcommand)]
@@ -75,6 +77,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ControlPlane { config_dir, listen, state_dir } => {
             runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen })))
+        }
+        Command::Demo(args) => {
+            runtime().and_then(|rt| rt.block_on(attache_control_plane::demo::run(args))).map(|()| ExitCode::SUCCESS)
         }
         Command::Check { dir } => {
             let (ok, text) = cli::check(&dir);
