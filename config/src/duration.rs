@@ -10,7 +10,7 @@ pub(crate) const EXPECTED: &str = "expected a positive number and a unit (us, ms
 pub(crate) const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Parses `text` into a non-zero duration of at most [`MAX`]. The error is a complete, user-facing message.
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let invalid = || format!("invalid duration `{text}`: {EXPECTED}");
     if text.starts_with('-') {
         return Err(format!("duration `{text}` is negative: {EXPECTED}"));

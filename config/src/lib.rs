@@ -3,7 +3,7 @@
 //!
 //! No tokio, no hyper: the proxy and the control plane validate with exactly this code.
 
-mod duration;
+pub mod duration;
 pub mod error;
 mod locate;
 pub mod mesh;

@@ -19,6 +19,8 @@ pub const STREAM_PATH: &str = "/v1/stream";
 pub const STATUS_PATH: &str = "/v1/status";
 /// Canary weights: `GET /v1/canary/<service>`, `PUT /v1/canary/<service>` with a [`CanaryWeights`] body.
 pub const CANARY_PATH: &str = "/v1/canary/";
+/// Certificates: `POST /v1/certificate` with a [`CertificateRequest`], answered with a [`CertificateResponse`].
+pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 /// The longest message either side accepts, in bytes: a bound on what one peer can make the other buffer.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -114,6 +116,46 @@ pub struct CanaryView {
     pub routes: BTreeMap<String, Vec<(String, i64)>>,
     /// The override in force (from `canary set`), if any.
     pub overridden: Option<BTreeMap<String, i64>>,
+}
+
+/// A sidecar asks for its workload certificate: with a bootstrap token the first time (`Authorization: Bearer`),
+/// with its current certificate (mTLS) to renew it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    pub node: Node,
+    /// PEM; only its public key is used.
+    pub csr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateResponse {
+    /// The SPIFFE ID the certificate carries.
+    pub identity: String,
+    /// PEM chain, leaf first.
+    pub cert: String,
+    /// PEM CA certificates (the mesh's trust bundle).
+    pub bundle: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The SPIFFE ID of a sidecar: `spiffe://<trust-domain>/ns/<namespace>/sa/<service>`.
+pub fn workload_identity(trust_domain: &str, node: &Node) -> String {
+    let namespace = if node.namespace.is_empty() { "default" } else { node.namespace.as_str() };
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{}", node.service)
+}
+
+/// The SPIFFE ID the control plane serves its API with.
+pub fn control_plane_identity(trust_domain: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/attache/sa/control-plane")
+}
+
+/// The default identity allowed to use the admin API (`status`, `canary`).
+pub fn admin_identity(trust_domain: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/attache/sa/admin")
 }
 
 impl From<&Node> for NodeView {

@@ -2,7 +2,7 @@
 //! (`check`), each returning the text it prints.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -15,9 +15,17 @@ use hyper_util::rt::TokioIo;
 /// How long a CLI request to the control plane may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the control plane is, and (for an mTLS API) the admin certificate to call it with.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub addr: String,
+    /// `cert.pem`, `key.pem`, `bundle.pem`.
+    pub tls_dir: Option<PathBuf>,
+}
+
 /// `attache status`: the mesh's version and validity, then every sidecar and what it runs.
-pub async fn status(addr: &str) -> anyhow::Result<String> {
-    let (code, body) = request(addr, Method::GET, STATUS_PATH, None).await?;
+pub async fn status(api: &Api) -> anyhow::Result<String> {
+    let (code, body) = request(api, Method::GET, STATUS_PATH, None).await?;
     if code != StatusCode::OK {
         bail!("the control plane answered {code}: {}", String::from_utf8_lossy(&body));
     }
@@ -26,7 +34,7 @@ pub async fn status(addr: &str) -> anyhow::Result<String> {
 }
 
 /// `attache canary set <service> <backend>=<weight>...`.
-pub async fn canary_set(addr: &str, service: &str, weights: &[String]) -> anyhow::Result<String> {
+pub async fn canary_set(api: &Api, service: &str, weights: &[String]) -> anyhow::Result<String> {
     let mut split = BTreeMap::new();
     for w in weights {
         let (backend, weight) = w.split_once('=').with_context(|| format!("`{w}`: expected <backend>=<weight>"))?;
@@ -37,7 +45,7 @@ pub async fn canary_set(addr: &str, service: &str, weights: &[String]) -> anyhow
         bail!("name at least one <backend>=<weight>");
     }
     let body = serde_json::to_vec(&CanaryWeights { weights: split })?;
-    let (code, body) = request(addr, Method::PUT, &format!("{CANARY_PATH}{service}"), Some(body)).await?;
+    let (code, body) = request(api, Method::PUT, &format!("{CANARY_PATH}{service}"), Some(body)).await?;
     if code != StatusCode::OK {
         bail!("the control plane refused the weights ({code}):\n{}", String::from_utf8_lossy(&body).trim_end());
     }
@@ -46,8 +54,8 @@ pub async fn canary_set(addr: &str, service: &str, weights: &[String]) -> anyhow
 }
 
 /// `attache canary status <service>`.
-pub async fn canary_status(addr: &str, service: &str) -> anyhow::Result<String> {
-    let (code, body) = request(addr, Method::GET, &format!("{CANARY_PATH}{service}"), None).await?;
+pub async fn canary_status(api: &Api, service: &str) -> anyhow::Result<String> {
+    let (code, body) = request(api, Method::GET, &format!("{CANARY_PATH}{service}"), None).await?;
     if code != StatusCode::OK {
         bail!("the control plane answered {code}: {}", String::from_utf8_lossy(&body).trim_end());
     }
@@ -141,11 +149,16 @@ fn render_canary(view: &CanaryView) -> String {
     out
 }
 
-/// One HTTP/1.1 request to the control plane.
-async fn request(addr: &str, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(StatusCode, Bytes)> {
+/// One HTTP/1.1 request to the control plane (over mTLS with the admin certificate, when given).
+async fn request(api: &Api, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(StatusCode, Bytes)> {
+    let addr = api.addr.as_str();
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        let io = match &api.tls_dir {
+            None => attache_proxy::backend::endpoint::Conn::Plain(tcp),
+            Some(dir) => attache_proxy::backend::endpoint::Conn::Tls(Box::new(mtls(dir, tcp).await?)),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
         tokio::spawn(conn);
         let req = Request::builder()
             .method(method)
@@ -161,6 +174,21 @@ async fn request(addr: &str, method: Method, path: &str, body: Option<Vec<u8>>) 
     tokio::time::timeout(TIMEOUT, exchange)
         .await
         .with_context(|| format!("{addr} did not answer within {TIMEOUT:?}"))?
+}
+
+/// TLS to the control plane with the certificate in `dir`, checking the control plane's identity.
+async fn mtls(
+    dir: &Path,
+    tcp: tokio::net::TcpStream,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use attache_proxy::tls::{client_config, Alpn, TlsMaterial, TlsVersions};
+    let material = TlsMaterial::load(dir.join("cert.pem"), dir.join("key.pem"), dir.join("bundle.pem"))
+        .with_context(|| format!("loading the admin certificate in {}", dir.display()))?;
+    let expected = attache_config::wire::control_plane_identity(material.identity.trust_domain());
+    let expected = attache_config::model::SpiffeId::parse(&expected).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = client_config(&material, expected, TlsVersions::Tls13, Alpn::Http1)?;
+    let name = rustls_pki_types::ServerName::try_from("control-plane.attache.invalid")?.to_owned();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.context("TLS to the control plane")
 }
 
 #[cfg(test)]

@@ -70,12 +70,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(_) => args.listen,
         Err(_) => "127.0.0.1:0".parse()?,
     };
-    let cp =
-        ControlPlane { config_dir: config_dir.clone(), state_dir: Some(dir.join("state")), listen }.start().await?;
-    let (web, web_follow) = sidecar(&cp, "web", "web-1", &dir).await?;
-    let (reviews, reviews_follow) = sidecar(&cp, "reviews", "reviews-1", &dir).await?;
+    let pki = Pki::create(&dir)?;
+    let ca = crate::ca::CaConfig {
+        dir: pki.ca_dir.clone(),
+        bootstrap_token: Some(pki.token.clone()),
+        admins: Vec::new(),
+        lifetime: crate::ca::WORKLOAD_LIFETIME,
+    };
+    let state_dir = Some(dir.join("state"));
+    let cp = ControlPlane { config_dir: config_dir.clone(), state_dir, listen, ca: Some(ca) }.start().await?;
+    let (web, web_follow) = sidecar(&cp, &pki, "web", "web-1", &dir).await?;
+    let (reviews, reviews_follow) = sidecar(&cp, &pki, "reviews", "reviews-1", &dir).await?;
     let outbound = web.listener_addr("outbound").context("the client-side sidecar has no outbound listener")?;
-    intro(&cp, outbound, &config_dir);
+    intro(&cp, outbound, &config_dir, &pki);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let traffic = tokio::spawn(generate(outbound, args.rate.max(1), tally.clone()));
     view(&cp, &tally, args.seconds).await;
@@ -89,15 +96,44 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An in-process sidecar following the control plane.
+/// The demo's mesh CA: the control plane's, a bootstrap token for the sidecars, an admin certificate for the CLI.
+struct Pki {
+    ca_dir: PathBuf,
+    token: String,
+    admin_dir: PathBuf,
+}
+
+/// The demo mesh's trust domain.
+const TRUST_DOMAIN: &str = "demo.attache";
+
+impl Pki {
+    fn create(dir: &Path) -> anyhow::Result<Self> {
+        let ca_dir = dir.join("ca");
+        attache_proxy::certs::init(&ca_dir, TRUST_DOMAIN, 30, true)?;
+        let admin_dir = dir.join("admin");
+        attache_proxy::certs::issue(&ca_dir, &attache_config::wire::admin_identity(TRUST_DOMAIN), &admin_dir, 1)?;
+        Ok(Self { ca_dir, token: format!("{:032x}", rand::random::<u128>()), admin_dir })
+    }
+}
+
+/// An in-process sidecar following the control plane, enrolled for its workload certificate with the token.
 async fn sidecar(
     cp: &ControlPlaneHandle,
+    pki: &Pki,
     service: &str,
     instance: &str,
     dir: &Path,
 ) -> anyhow::Result<(ProxyHandle, tokio::task::JoinHandle<()>)> {
     let node = Node { service: service.to_owned(), instance: instance.to_owned(), namespace: "demo".to_owned() };
-    let source = ControlSource { addrs: vec![cp.addr().to_string()], node, state_dir: dir.join(instance) };
+    let state_dir = dir.join(instance);
+    let identity = attache_proxy::source::enrol::Enrolment {
+        addrs: vec![cp.addr().to_string()],
+        node: node.clone(),
+        ca_bundle: pki.ca_dir.join("ca.pem"),
+        token: Some(pki.token.clone()),
+        dir: state_dir.join("identity"),
+    };
+    let source = ControlSource { addrs: vec![cp.addr().to_string()], node, state_dir, identity: Some(identity) };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
     let status = ConfigStatus::named(format!("control plane {}", cp.addr()));
@@ -105,18 +141,19 @@ async fn sidecar(
     Ok((Proxy { snapshots, status, registry, metrics }.start().await?, follow))
 }
 
-fn intro(cp: &ControlPlaneHandle, outbound: SocketAddr, config_dir: &Path) {
+fn intro(cp: &ControlPlaneHandle, outbound: SocketAddr, config_dir: &Path, pki: &Pki) {
     let flag = if cp.addr().to_string() == "127.0.0.1:7070" {
         String::new()
     } else {
         format!(" --control-plane {}", cp.addr())
     };
     println!("Attaché mesh demo");
-    println!("  control plane   {}   serving {}", cp.addr(), config_dir.display());
+    println!("  control plane   {}   serving {} (mTLS; it is the mesh CA)", cp.addr(), config_dir.display());
     println!("  web's sidecar   http://{outbound}   (the client side: the app calls reviews through it)");
     println!("  reviews         stable and canary versions behind their own sidecar (the server side)");
     println!();
-    println!("From another terminal:");
+    println!("From another terminal (the CLI authenticates with the demo's admin certificate):");
+    println!("  export ATTACHE_TLS_DIR={}", pki.admin_dir.display());
     println!("  attache status{flag}");
     println!("  attache canary set reviews reviews-canary=50 reviews-stable=50{flag}");
     println!("  attache canary set reviews reviews-stable=100{flag}        # roll back");

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod cli;
 pub mod demo;
 pub mod metrics;
@@ -37,6 +38,8 @@ pub struct ControlPlane {
     /// Where versions, canary weights and the last good mesh are kept (default `<config_dir>/.attache-state`).
     pub state_dir: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Be the mesh CA and serve the API over mTLS (`None`: plaintext, for development).
+    pub ca: Option<ca::CaConfig>,
 }
 
 /// A running control plane; stops when dropped.
@@ -52,17 +55,32 @@ impl ControlPlane {
         let state_dir = self.state_dir.clone().unwrap_or_else(|| self.config_dir.join(".attache-state"));
         let mut registry = Registry::default();
         let metrics = CpMetrics::register(&mut registry);
+        let tls_metrics =
+            attache_proxy::tls::TlsMetrics::register(registry.sub_registry_with_prefix("attache_control_plane"));
         let store = Store::open(&self.config_dir, &state_dir, metrics.clone())?;
         let tcp = TcpListener::bind(self.listen).await.with_context(|| format!("binding {}", self.listen))?;
         let addr = tcp.local_addr()?;
         let sidecars = Sidecars::default();
         let streams = stream::StreamContext { store: store.clone(), sidecars: sidecars.clone(), metrics };
-        let api = server::Api { streams, registry: Arc::new(registry) };
-        let watch = store.watch();
-        let serve = tokio::spawn(server::serve(tcp, api));
+        let mut tasks = vec![store.watch()];
+        let ca = match &self.ca {
+            Some(config) => {
+                let (ca, renew) = ca::Ca::start(config, &state_dir, tls_metrics)?;
+                tasks.push(renew);
+                Some(ca)
+            }
+            None => {
+                tracing::warn!(
+                    "no --ca-dir: the control-plane API is plaintext and unauthenticated (development only)"
+                );
+                None
+            }
+        };
+        let api = server::Api { streams, registry: Arc::new(registry), ca };
+        tasks.push(tokio::spawn(server::serve(tcp, api)));
         let status = store.status();
         tracing::info!(%addr, dir = %self.config_dir.display(), version = status.version, "control plane ready");
-        Ok(ControlPlaneHandle { addr, store, sidecars, tasks: vec![watch, serve] })
+        Ok(ControlPlaneHandle { addr, store, sidecars, tasks })
     }
 }
 

@@ -34,13 +34,27 @@ enum Command {
         /// Versions, canary weights and the last good mesh (default: <config-dir>/.attache-state).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Be the mesh CA (ca.pem, ca-key.pem from `attache ca init`) and serve the API over mTLS.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// A file holding the token sidecars present for their first certificate.
+        #[arg(long, requires = "ca_dir")]
+        bootstrap_token_file: Option<PathBuf>,
+        /// Identities allowed to use status and canary (default: spiffe://<trust-domain>/ns/attache/sa/admin).
+        #[arg(long = "admin", requires = "ca_dir")]
+        admins: Vec<String>,
+        /// How long workload certificates live (sidecars renew them at two thirds), e.g. `24h`, `30m`.
+        #[arg(long, default_value = "24h", value_parser = lifetime)]
+        certificate_lifetime: std::time::Duration,
     },
+    /// The mesh CA: `ca init --dir D --trust-domain TD`, `ca issue --ca-dir D --spiffe-id ID --out DIR`.
+    Ca(attache_proxy::certs::CertsArgs),
     /// Validate a mesh directory: every error with its file, field path, line and column.
     Check { dir: PathBuf },
     /// Every sidecar, the version it runs, whether it ACKed or NACKed the latest, when it was last seen.
     Status {
-        #[arg(long, env = "ATTACHE_CONTROL_PLANE", default_value = DEFAULT_ADDR)]
-        control_plane: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// A whole mesh on loopback: the control plane, two sidecars, stable and canary services, traffic, a live view.
     Demo(attache_control_plane::demo::DemoArgs),
@@ -59,15 +73,31 @@ enum CanaryCommand {
         /// <backend>=<weight>, e.g. reviews-v2=25
         #[arg(required = true)]
         weights: Vec<String>,
-        #[arg(long, env = "ATTACHE_CONTROL_PLANE", default_value = DEFAULT_ADDR)]
-        control_plane: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Show a service's split, route by route.
     Status {
         service: String,
-        #[arg(long, env = "ATTACHE_CONTROL_PLANE", default_value = DEFAULT_ADDR)]
-        control_plane: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
+}
+
+/// Where the control plane is, and the certificate to call it with.
+#[derive(clap::Args)]
+struct ApiArgs {
+    #[arg(long, env = "ATTACHE_CONTROL_PLANE", default_value = DEFAULT_ADDR)]
+    control_plane: String,
+    /// A directory with cert.pem, key.pem and bundle.pem of an admin identity: call the API over mTLS.
+    #[arg(long, env = "ATTACHE_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn api(&self) -> cli::Api {
+        cli::Api { addr: self.control_plane.clone(), tls_dir: self.tls_dir.clone() }
+    }
 }
 
 fn main() -> ExitCode {
@@ -75,9 +105,18 @@ fn main() -> ExitCode {
     let default_filter = if matches!(cli.command, Command::ControlPlane { .. }) { "info" } else { "warn" };
     init_tracing(cli.log_format, default_filter);
     let result = match cli.command {
-        Command::ControlPlane { config_dir, listen, state_dir } => {
-            runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen })))
-        }
+        Command::ControlPlane {
+            config_dir,
+            listen,
+            state_dir,
+            ca_dir,
+            bootstrap_token_file,
+            admins,
+            certificate_lifetime,
+        } => ca_config(ca_dir, bootstrap_token_file, admins, certificate_lifetime).and_then(|ca| {
+            runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen, ca })))
+        }),
+        Command::Ca(args) => attache_proxy::certs::run(args).map(|()| ExitCode::SUCCESS),
         Command::Demo(args) => {
             runtime().and_then(|rt| rt.block_on(attache_control_plane::demo::run(args))).map(|()| ExitCode::SUCCESS)
         }
@@ -86,12 +125,12 @@ fn main() -> ExitCode {
             print!("{text}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Status { control_plane } => print(runtime().and_then(|rt| rt.block_on(cli::status(&control_plane)))),
-        Command::Canary { command: CanaryCommand::Set { service, weights, control_plane } } => {
-            print(runtime().and_then(|rt| rt.block_on(cli::canary_set(&control_plane, &service, &weights))))
+        Command::Status { api } => print(runtime().and_then(|rt| rt.block_on(cli::status(&api.api())))),
+        Command::Canary { command: CanaryCommand::Set { service, weights, api } } => {
+            print(runtime().and_then(|rt| rt.block_on(cli::canary_set(&api.api(), &service, &weights))))
         }
-        Command::Canary { command: CanaryCommand::Status { service, control_plane } } => {
-            print(runtime().and_then(|rt| rt.block_on(cli::canary_status(&control_plane, &service))))
+        Command::Canary { command: CanaryCommand::Status { service, api } } => {
+            print(runtime().and_then(|rt| rt.block_on(cli::canary_status(&api.api(), &service))))
         }
     };
     result.unwrap_or_else(|error| {
@@ -105,6 +144,39 @@ async fn serve(cp: ControlPlane) -> anyhow::Result<ExitCode> {
     println!("control plane on {}", handle.addr());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn ca_config(
+    dir: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    admins: Vec<String>,
+    lifetime: std::time::Duration,
+) -> anyhow::Result<Option<attache_control_plane::ca::CaConfig>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let bootstrap_token = match token_file {
+        Some(path) => {
+            let token =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "{}: the bootstrap token must be at least 16 characters",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    Ok(Some(attache_control_plane::ca::CaConfig { dir, bootstrap_token, admins, lifetime }))
+}
+
+/// A certificate lifetime: a duration of at least a minute.
+fn lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let d = attache_config::duration::parse(text)?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err("at least 1m".to_owned());
+    }
+    Ok(d)
 }
 
 fn print(text: anyhow::Result<String>) -> anyhow::Result<ExitCode> {

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attache_config::wire::{CanaryWeights, StatusView, CANARY_PATH, STATUS_PATH, STREAM_PATH};
+use attache_config::model::SpiffeId;
+use attache_config::wire::{
+    CanaryWeights, CertificateRequest, StatusView, CANARY_PATH, CERTIFICATE_PATH, STATUS_PATH, STREAM_PATH,
+};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
@@ -17,12 +20,15 @@ use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::ca::Ca;
 use crate::stream::{self, StreamContext};
 
 /// A keepalive ping goes to every connection this often; one unanswered within the timeout closes it.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The largest API request body accepted (canary weights).
+/// An API client's TLS handshake may take this long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest API request body accepted (canary weights, a CSR).
 const MAX_API_BODY: usize = 64 * 1024;
 
 type ApiBody = BoxBody<Bytes, Infallible>;
@@ -32,6 +38,14 @@ type ApiBody = BoxBody<Bytes, Infallible>;
 pub struct Api {
     pub streams: StreamContext,
     pub registry: Arc<Registry>,
+    /// The mesh CA and the API's mTLS; `None`: plaintext (development).
+    pub ca: Option<Arc<Ca>>,
+}
+
+/// Who called: the verified identity of a client certificate, on an mTLS API.
+#[derive(Clone, Debug, Default)]
+struct Caller {
+    identity: Option<SpiffeId>,
 }
 
 /// Serves `tcp` until the task is aborted, which also ends every connection.
@@ -46,9 +60,29 @@ pub async fn serve(tcp: TcpListener, api: Api) {
         let _ = stream.set_nodelay(true);
         let api = api.clone();
         connections.spawn(async move {
+            match api.ca.clone() {
+                None => serve_connection(stream, peer, api, Caller::default()).await,
+                Some(ca) => {
+                    let accepted =
+                        attache_proxy::tls::accept(stream, &ca.server, HANDSHAKE_TIMEOUT, &ca.tls_metrics).await;
+                    if let Ok(a) = accepted {
+                        serve_connection(a.stream, peer, api, Caller { identity: a.identity }).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, peer: SocketAddr, api: Api, caller: Caller)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
+        {
             let svc = hyper::service::service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(route(req, peer, &api).await) }
+                let (api, caller) = (api.clone(), caller.clone());
+                async move { Ok::<_, Infallible>(route(req, peer, &api, &caller).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -56,18 +90,29 @@ pub async fn serve(tcp: TcpListener, api: Api) {
                 .timer(TokioTimer::new())
                 .keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(error) = builder.serve_connection(TokioIo::new(io), svc).await {
                 tracing::debug!(%peer, %error, "control-plane connection ended");
             }
-        });
+        }
     }
 }
 
-async fn route(req: Request<Incoming>, peer: SocketAddr, api: &Api) -> Response<ApiBody> {
+async fn route(req: Request<Incoming>, peer: SocketAddr, api: &Api, caller: &Caller) -> Response<ApiBody> {
     let path = req.uri().path().to_owned();
+    let admin_only = path == STATUS_PATH || path.starts_with(CANARY_PATH);
+    if let Some(ca) = api.ca.as_ref().filter(|_| admin_only) {
+        if !ca.is_admin(caller.identity.as_ref()) {
+            return text(StatusCode::FORBIDDEN, "an admin identity's certificate is required\n");
+        }
+    }
     match (req.method().clone(), path.as_str()) {
+        (Method::POST, CERTIFICATE_PATH) => certificate(req, api, caller).await,
+        (Method::POST, STREAM_PATH) if api.ca.is_some() && caller.identity.is_none() => {
+            text(StatusCode::FORBIDDEN, "the config stream needs a workload certificate\n")
+        }
         (Method::POST, STREAM_PATH) if req.version() == Version::HTTP_2 => {
-            let body = stream::open(req.into_body(), peer, api.streams.clone());
+            let verify = api.ca.clone().zip(caller.identity.clone());
+            let body = stream::open(req.into_body(), peer, api.streams.clone(), verify);
             let mut rsp = Response::new(body.boxed());
             rsp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
             rsp
@@ -109,6 +154,31 @@ async fn set_canary(req: Request<Incoming>, service: &str, api: &Api) -> Respons
             let lines: Vec<String> = error.errors.iter().map(ToString::to_string).collect();
             text(StatusCode::UNPROCESSABLE_ENTITY, &format!("{}\n", lines.join("\n")))
         }
+    }
+}
+
+/// `POST /v1/certificate`: a sidecar's workload certificate, with the bootstrap token or its current certificate.
+async fn certificate(req: Request<Incoming>, api: &Api, caller: &Caller) -> Response<ApiBody> {
+    let Some(ca) = &api.ca else {
+        return text(StatusCode::NOT_FOUND, "this control plane is not a CA (start it with --ca-dir)\n");
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let body = match Limited::new(req.into_body(), MAX_API_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("cannot read the body: {e}\n")),
+    };
+    let request: CertificateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("invalid request: {e}\n")),
+    };
+    match ca.issue(caller.identity.as_ref(), bearer.as_deref(), &request) {
+        Ok(issued) => json(StatusCode::OK, &issued),
+        Err((status, why)) => text(status, &format!("{why}\n")),
     }
 }
 

@@ -11,6 +11,9 @@ use attache_config::wire::{ControlMessage, Node, SidecarMessage, MAX_MESSAGE_BYT
 use attache_proxy::wire::{line_channel, LineBody, LineReader, LineSender};
 use hyper::body::Incoming;
 
+use attache_config::model::SpiffeId;
+
+use crate::ca::Ca;
 use crate::metrics::{CpMetrics, ResultLabels};
 use crate::registry::{Session, Sidecars};
 use crate::source::{Published, Store};
@@ -35,12 +38,13 @@ struct Pending {
     published: tokio::time::Instant,
 }
 
-/// Starts serving a stream whose request body is `body`; returns the response body the messages go out on.
-pub fn open(body: Incoming, peer: SocketAddr, ctx: StreamContext) -> LineBody {
+/// Starts serving a stream whose request body is `body`; returns the response body the messages go out on. With
+/// `verify` (the CA and the caller's certificate identity), the sidecar must be who its certificate says.
+pub fn open(body: Incoming, peer: SocketAddr, ctx: StreamContext, verify: Option<(Arc<Ca>, SpiffeId)>) -> LineBody {
     let (tx, out) = line_channel(2);
     tokio::spawn(async move {
         let reader = LineReader::new(body, MAX_MESSAGE_BYTES);
-        if let Err(why) = serve(reader, &tx, peer, &ctx).await {
+        if let Err(why) = serve(reader, &tx, peer, &ctx, verify).await {
             tracing::debug!(%peer, why, "config stream ended");
         }
     });
@@ -52,6 +56,7 @@ async fn serve(
     tx: &LineSender,
     peer: SocketAddr,
     ctx: &StreamContext,
+    verify: Option<(Arc<Ca>, SpiffeId)>,
 ) -> Result<(), &'static str> {
     let node = match tokio::time::timeout(HELLO_TIMEOUT, reader.next::<SidecarMessage>()).await {
         Ok(Ok(Some(SidecarMessage::Hello { node, .. }))) => node,
@@ -63,6 +68,16 @@ async fn serve(
     if let Err(why) = check_node(&node) {
         let _ = tx.send(&ControlMessage::Unknown { version: 0, error: why.to_owned() }).await;
         return Err(why);
+    }
+    if let Some((ca, caller)) = verify {
+        if ca.identity_of(&node).ok().as_ref() != Some(&caller) {
+            let error = format!(
+                "this stream's certificate is {caller}, which is not the identity of {}/{}",
+                node.namespace, node.service
+            );
+            let _ = tx.send(&ControlMessage::Unknown { version: 0, error }).await;
+            return Err("the hello does not match the certificate");
+        }
     }
     tracing::info!(%peer, service = %node.service, instance = %node.instance, "sidecar connected");
     let session = ctx.sidecars.connect(&node, peer);

@@ -62,9 +62,15 @@ struct ControlArgs {
     instance: Option<String>,
     #[arg(long, env = "ATTACHE_NAMESPACE", default_value = "default")]
     namespace: String,
-    /// Where the last good configuration is saved, to boot from while no control plane answers.
+    /// Where the last good configuration (and the workload certificate, in `identity/`) is saved.
     #[arg(long, env = "ATTACHE_STATE_DIR", default_value = "/var/lib/attache")]
     state_dir: PathBuf,
+    /// The mesh CA's certificate: talk to the control plane over mTLS, with a workload certificate it issues.
+    #[arg(long, env = "ATTACHE_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// A file holding the bootstrap token for the first certificate request.
+    #[arg(long, env = "ATTACHE_BOOTSTRAP_TOKEN_FILE", requires = "control_plane_ca")]
+    bootstrap_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -104,7 +110,24 @@ fn control_source(args: ControlArgs) -> anyhow::Result<attache_proxy::source::co
             .unwrap_or_else(|_| format!("{service}-{}", std::process::id())),
     };
     let node = attache_config::wire::Node { service, instance, namespace: args.namespace };
-    Ok(attache_proxy::source::control::ControlSource { addrs: args.control_plane, node, state_dir: args.state_dir })
+    let token = match &args.bootstrap_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let identity = args.control_plane_ca.map(|ca_bundle| attache_proxy::source::enrol::Enrolment {
+        addrs: args.control_plane.clone(),
+        node: node.clone(),
+        ca_bundle,
+        token,
+        dir: args.state_dir.join("identity"),
+    });
+    let (addrs, state_dir) = (args.control_plane, args.state_dir);
+    Ok(attache_proxy::source::control::ControlSource { addrs, node, state_dir, identity })
 }
 
 fn fail(error: anyhow::Error) -> ExitCode {

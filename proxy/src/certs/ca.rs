@@ -100,7 +100,7 @@ impl Ca {
 }
 
 /// The trust domain of a CA: its `spiffe://<trust-domain>` URI SAN.
-fn ca_trust_domain(cert: &X509Certificate<'_>) -> Result<String> {
+pub(super) fn ca_trust_domain(cert: &X509Certificate<'_>) -> Result<String> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| anyhow::anyhow!("parsing subjectAltName: {e}"))?

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod authority;
 mod ca;
 #[cfg(test)]
 mod tests;
@@ -22,6 +23,8 @@ use x509_parser::time::ASN1Time;
 
 use self::ca::{asn1_time, now, random_serial, serial_and_expiry, uri_san, validate_trust_domain, Ca};
 use crate::persist::write_atomically;
+
+pub use self::authority::{bundle_trust_domain, new_csr, Authority, SignedLeaf};
 
 /// File names inside the CA directory and the output directory.
 pub const CA_CERT: &str = "ca.pem";
@@ -168,6 +171,35 @@ pub fn init(dir: &Path, trust_domain: &str, days: u32, force: bool) -> Result<Ca
     Ok(CaFiles { cert: cert_path, key: key_path, trust_domain: trust_domain.to_owned(), serial, not_after })
 }
 
+/// A workload leaf for `id` over `public_key`, signed by `ca`: one URI SAN (the SPIFFE ID), serverAuth and
+/// clientAuth, valid from a few minutes ago (clock skew) for `lifetime_secs`, capped at the CA's own expiry.
+fn sign_leaf(
+    ca: &Ca,
+    id: &SpiffeId,
+    public_key: &impl rcgen::PublicKeyData,
+    lifetime_secs: i64,
+) -> Result<rcgen::Certificate> {
+    let now = now()?;
+    ensure!(now < ca.not_after, "the CA has expired; create a new one");
+    let not_before = (now - BACKDATE_SECS).max(ca.not_before);
+    let not_after = now.saturating_add(lifetime_secs).min(ca.not_after);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    // The subject is free-form for X509-SVIDs; the workload name (the last path segment) reads well in tools.
+    let workload = id.path().rsplit('/').next().unwrap_or_default();
+    params.distinguished_name.push(DnType::CommonName, workload.chars().take(64).collect::<String>());
+    params.subject_alt_names = vec![uri_san(id.as_str())?];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = asn1_time(not_before)?.to_datetime();
+    params.not_after = asn1_time(not_after)?.to_datetime();
+    params.serial_number = Some(random_serial());
+    let issuer = ca.issuer()?;
+    params.signed_by(public_key, &issuer, &ca.key).context("signing the workload certificate")
+}
+
 /// Issues a workload certificate for `spiffe_id`, signed by the CA in `ca_dir`, into `out`: `cert.pem`, `key.pem`
 /// (mode 0600 on unix) and `bundle.pem` (the CA certificate). Existing files there are replaced (re-issuing is how a
 /// certificate is renewed). The validity is `days`, capped at the CA's own expiry.
@@ -191,25 +223,8 @@ pub fn issue(ca_dir: &Path, spiffe_id: &str, out: &Path, days: u32) -> Result<Is
         "the CA in {} has expired; create a new one with `certs init --force`",
         ca_dir.display()
     );
-    let not_before = (now - BACKDATE_SECS).max(ca.not_before);
-    let not_after = now.saturating_add(i64::from(days) * 86_400).min(ca.not_after);
-
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    // The subject is free-form for X509-SVIDs; the workload name (the last path segment) reads well in tools.
-    let workload = id.path().rsplit('/').next().unwrap_or_default();
-    params.distinguished_name.push(DnType::CommonName, workload.chars().take(64).collect::<String>());
-    params.subject_alt_names = vec![uri_san(&id.to_string())?];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = asn1_time(not_before)?.to_datetime();
-    params.not_after = asn1_time(not_after)?.to_datetime();
-    params.serial_number = Some(random_serial());
     let key = KeyPair::generate().context("generating the workload key")?;
-    let issuer = ca.issuer()?;
-    let cert = params.signed_by(&key, &issuer, &ca.key).context("signing the workload certificate")?;
+    let cert = sign_leaf(&ca, &id, &key, i64::from(days) * 86_400)?;
     let (serial, not_after) = serial_and_expiry(cert.der())?;
 
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::ConfigStatus;
+use crate::backend::endpoint::Conn;
 use crate::metrics::{ConfigMetrics, ResultLabels};
+use crate::tls::{Alpn, TlsVersions};
 use crate::wire::{line_channel, LineReader, LineSender};
 
 /// Reconnects wait between zero and this doubling ceiling...
@@ -44,6 +46,8 @@ pub struct ControlSource {
     pub node: Node,
     /// Where the last good configuration is saved.
     pub state_dir: PathBuf,
+    /// mTLS to the control plane, with a workload certificate it issues (`None`: plaintext, for development).
+    pub identity: Option<super::enrol::Enrolment>,
 }
 
 /// `attache_control_plane_*` on the sidecar.
@@ -100,6 +104,7 @@ impl ControlSource {
         let (tx, mut applied) = watch::channel(saved.map(Arc::new));
         let applier =
             Applier { tx, status: status.clone(), metrics: config_metrics.clone(), state_dir: self.state_dir.clone() };
+        let renew = self.identity.clone().map(super::enrol::Enrolment::renew_forever);
         let follow = tokio::spawn(self.follow(applier, metrics));
         let first = applied.wait_for(Option::is_some).await.ok().and_then(|first| first.clone());
         let first = first.ok_or_else(|| anyhow::anyhow!("stopped following the control plane"))?;
@@ -108,6 +113,7 @@ impl ControlSource {
         let (out, rx) = watch::channel(first);
         let task = tokio::spawn(async move {
             let _follow = Abort(follow);
+            let _renew = renew.map(Abort);
             while applied.changed().await.is_ok() {
                 let next = applied.borrow_and_update().clone();
                 if let Some(s) = next {
@@ -131,7 +137,7 @@ impl ControlSource {
     async fn follow(self, applier: Applier, metrics: ControlMetrics) {
         let mut failures = 0u32;
         for addr in self.addrs.iter().cycle() {
-            let outcome = session(addr, &self.node, &applier, &metrics).await;
+            let outcome = session(addr, &self.node, self.identity.as_ref(), &applier, &metrics).await;
             metrics.connected.set(0);
             match outcome {
                 // A stream that carried a configuration was healthy: start the backoff over.
@@ -156,17 +162,27 @@ impl Drop for Abort {
 }
 
 /// One stream: hello, then configurations until it ends. `Ok` when it delivered at least one.
-async fn session(addr: &str, node: &Node, applier: &Applier, metrics: &ControlMetrics) -> anyhow::Result<()> {
+async fn session(
+    addr: &str,
+    node: &Node,
+    identity: Option<&super::enrol::Enrolment>,
+    applier: &Applier,
+    metrics: &ControlMetrics,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
+        let io = match identity {
+            None => Conn::Plain(tcp),
+            Some(enrolment) => Conn::Tls(Box::new(mtls(enrolment, tcp).await?)),
+        };
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await?;
         anyhow::Ok((sender, conn))
     };
@@ -209,6 +225,18 @@ async fn session(addr: &str, node: &Node, applier: &Applier, metrics: &ControlMe
             None => anyhow::bail!("the control plane at {addr} closed the stream"),
         }
     }
+}
+
+/// The control stream's mTLS: this sidecar's workload certificate (enrolled first when there is none), and the
+/// control plane's identity checked.
+async fn mtls(
+    enrolment: &super::enrol::Enrolment,
+    tcp: tokio::net::TcpStream,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let material = enrolment.ensure().await?;
+    let config = crate::tls::client_config(&material, enrolment.control_plane_id()?, TlsVersions::Tls13, Alpn::Http2)?;
+    let name = rustls_pki_types::ServerName::try_from("control-plane.attache.invalid")?.to_owned();
+    Ok(tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?)
 }
 
 async fn answer(tx: &LineSender, applied: Result<(), ConfigError>, version: u64, nonce: String) -> anyhow::Result<()> {

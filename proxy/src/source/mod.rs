@@ -2,6 +2,7 @@
 //! went for the admin `/config` view.
 
 pub mod control;
+pub mod enrol;
 pub mod file;
 
 use std::sync::{Arc, Mutex};

@@ -177,12 +177,38 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(material.certs.clone(), material.key.clone_key())
         .map_err(ConfigError::Rustls)?;
-    config.alpn_protocols = match alpn {
-        Alpn::Http1 => vec![ALPN_HTTP1.to_vec()],
-        Alpn::Http2 => vec![ALPN_H2.to_vec()],
-        Alpn::None => Vec::new(),
-    };
+    config.alpn_protocols = alpn.protocols();
     Ok(Arc::new(config))
+}
+
+/// Enrolment: no certificate of our own yet, but the server must chain to `bundle_pem` and be `expected`.
+pub fn enrolment_config(bundle_pem: &[u8], expected: SpiffeId, alpn: Alpn) -> Result<Arc<ClientConfig>, ConfigError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let provider = provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(bundle_pem) {
+        let cert = cert.map_err(|e| ConfigError::TrustBundle(rustls::Error::General(e.to_string())))?;
+        roots.add(cert).map_err(ConfigError::TrustBundle)?;
+    }
+    let verifier = SpiffeServerVerifier::new(Arc::new(roots), expected, provider.signature_verification_algorithms);
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(TlsVersions::Tls13.versions())
+        .map_err(ConfigError::Rustls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.protocols();
+    Ok(Arc::new(config))
+}
+
+impl Alpn {
+    fn protocols(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Http1 => vec![ALPN_HTTP1.to_vec()],
+            Self::Http2 => vec![ALPN_H2.to_vec()],
+            Self::None => Vec::new(),
+        }
+    }
 }
 
 impl TlsVersions {

@@ -19,7 +19,8 @@ pub struct TlsMaterial {
     pub roots: Vec<CertificateDer<'static>>,
     /// Our identity: the SPIFFE ID of `certs[0]`.
     pub identity: SpiffeId,
-    /// `notAfter` of our end-entity certificate, in unix seconds.
+    /// `notBefore` and `notAfter` of our end-entity certificate, in unix seconds.
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -111,7 +112,7 @@ impl TlsMaterial {
             return Err(MaterialError::NotYetValid { not_before });
         }
 
-        Ok(Self { certs, key, roots, identity, not_after })
+        Ok(Self { certs, key, roots, identity, not_before, not_after })
     }
 
     /// The trust bundle as a rustls root store.

@@ -18,7 +18,7 @@ mod tests;
 pub use self::accept::{accept, Accepted};
 pub use self::check::check_snapshot;
 pub use self::config::{
-    client_config, server_config, Alpn, ClientAuth, ClientTls, ConfigError, ServerTls, TlsVersions,
+    client_config, enrolment_config, server_config, Alpn, ClientAuth, ClientTls, ConfigError, ServerTls, TlsVersions,
 };
 pub use self::credentials::{CredentialStore, Credentials, NoCredentials};
 pub use self::identity::{identity_of, peer_identity, IdentityError, InvalidSpiffeId, SpiffeId};
