@@ -171,9 +171,13 @@ async fn request(api: &Api, method: Method, path: &str, body: Option<Vec<u8>>) -
         let body = rsp.into_body().collect().await?.to_bytes();
         anyhow::Ok((code, body))
     };
-    tokio::time::timeout(TIMEOUT, exchange)
+    let answer = tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .with_context(|| format!("{addr} did not answer within {TIMEOUT:?}"))?
+        .with_context(|| format!("{addr} did not answer within {TIMEOUT:?}"))?;
+    match &api.tls_dir {
+        None => answer.context("a control plane started with --ca-dir needs --tls-dir (or ATTACHE_TLS_DIR)"),
+        Some(_) => answer,
+    }
 }
 
 /// TLS to the control plane with the certificate in `dir`, checking the control plane's identity.

@@ -63,7 +63,7 @@ impl Authority {
         let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX).max(60);
         let cert = sign_leaf(&self.ca, id, public_key, secs)?;
         let (_, not_after) = serial_and_expiry(cert.der())?;
-        let not_before = now()? - super::BACKDATE_SECS;
+        let not_before = now()? - super::BACKDATE_SECS.min(secs / 10);
         Ok(SignedLeaf {
             cert_pem: cert.pem(),
             not_before: not_before.max(self.ca.not_before),

@@ -181,7 +181,9 @@ fn sign_leaf(
 ) -> Result<rcgen::Certificate> {
     let now = now()?;
     ensure!(now < ca.not_after, "the CA has expired; create a new one");
-    let not_before = (now - BACKDATE_SECS).max(ca.not_before);
+    // Backdated for clock skew, by at most a tenth of the lifetime (a short-lived certificate renewed at two thirds
+    // of its lifetime must not look two thirds old when it is new).
+    let not_before = (now - BACKDATE_SECS.min(lifetime_secs / 10)).max(ca.not_before);
     let not_after = now.saturating_add(lifetime_secs).min(ca.not_after);
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

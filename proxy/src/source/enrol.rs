@@ -76,7 +76,7 @@ impl Enrolment {
             let mut failures = 0u32;
             loop {
                 let wait = match self.current() {
-                    Some(m) if failures == 0 => until(renew_at(&m)),
+                    Some(m) if failures == 0 => until(renew_at(&m)).max(RETRY_MIN),
                     _ => crate::backoff::full_jitter(RETRY_MIN, RETRY_MAX, failures.max(1)).max(RETRY_MIN),
                 };
                 tokio::time::sleep(wait).await;
