@@ -1,4 +1,4 @@
-//! attache-tests: builder-style support for end-to-end tests of the proxy.
+//! attache-tests: builder-style support for end-to-end tests of the proxy and its control plane.
 //!
 //! Everything binds `127.0.0.1:0` and reports its real address, every wait is bounded by a timeout, and every
 //! spawned task is aborted when the handle that owns it is dropped. A test reads like a story:
@@ -11,8 +11,10 @@
 //! assert_eq!(backend.requests(), 1);
 //! ```
 
+mod binaries;
 pub mod client;
 pub mod faults;
+pub mod mesh;
 pub mod metrics;
 pub mod pki;
 pub mod proxy;

@@ -1,18 +1,21 @@
 //! Runs the proxy under test: in-process (`proxy::new()`), with its config in a real file watched by the real
-//! file source, or as the real `attache-proxy` binary (`proxy::process()`) when a test needs signals or the CLI.
+//! file source or pushed by a control plane it follows (`proxy::new().follow(..)`), or as the real `attache-proxy`
+//! binary (`proxy::process()`) when a test needs signals or the CLI.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use attache_config::wire::Node;
+use attache_proxy::source::control::ControlSource;
 use attache_proxy::source::{file, ConfigStatus};
 use attache_proxy::{Proxy, ProxyHandle};
 
 use crate::metrics::{scrape, Metrics};
+use crate::AbortOnDrop;
 
 /// A config file in its own temporary directory, removed on drop.
 #[derive(Debug)]
@@ -26,15 +29,25 @@ pub struct ConfigFile {
 pub struct Builder {
     yaml: String,
     path: Option<PathBuf>,
+    follow: Option<ControlSource>,
 }
 
 /// A running in-process proxy. Dropping it stops accepting; `shutdown` drains.
 pub struct TestProxy {
     handle: Option<ProxyHandle>,
-    /// The config file this proxy owns; `None` when started with [`Builder::config_at`].
+    /// The config file this proxy owns; `None` when started with [`Builder::config_at`] or [`Builder::follow`].
     file: Option<ConfigFile>,
-    path: PathBuf,
-    _watch: tokio::task::JoinHandle<()>,
+    /// The watched config file; `None` for a proxy following a control plane.
+    path: Option<PathBuf>,
+    _source: Source,
+}
+
+/// Where a [`TestProxy`]'s snapshots come from; held only to be dropped with the proxy.
+enum Source {
+    /// The file watch (left running when the proxy is dropped, as it always was).
+    File { _watch: tokio::task::JoinHandle<()> },
+    /// The control-plane stream, closed when the proxy is dropped: a dropped sidecar is gone for the control plane.
+    Control { _stream: AbortOnDrop },
 }
 
 /// Starts building an in-process proxy.
@@ -56,8 +69,29 @@ impl Builder {
         self
     }
 
+    /// Follows the control plane at `control_plane` as instance `instance` of `service`, saving the last good
+    /// configuration in `state_dir` (as `attache-proxy run --control-plane` does); `config` and `config_at` are
+    /// then ignored. [`Builder::run`] returns once the first configuration (pushed, or saved in `state_dir`) is
+    /// served, and panics if none comes within [`crate::DEFAULT_TIMEOUT`].
+    pub fn follow(
+        mut self,
+        control_plane: SocketAddr,
+        service: &str,
+        instance: &str,
+        state_dir: impl Into<PathBuf>,
+    ) -> Self {
+        let node = Node { service: service.to_owned(), instance: instance.to_owned(), namespace: "default".to_owned() };
+        let addrs = vec![control_plane.to_string()];
+        // Plaintext to the control plane, as in development: what is tested here is what it pushes.
+        self.follow = Some(ControlSource { addrs, node, state_dir: state_dir.into(), identity: None });
+        self
+    }
+
     pub async fn run(self) -> TestProxy {
         crate::trace_init();
+        if let Some(source) = self.follow {
+            return follow(source).await;
+        }
         let (file, path) = match self.path {
             Some(path) => (None, path),
             None => {
@@ -72,8 +106,24 @@ impl Builder {
         let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
         let (snapshots, watch) = file::watch(path.clone(), snapshot, status.clone(), metrics.config.clone());
         let handle = Proxy { snapshots, status, registry, metrics }.start().await.expect("starting the proxy");
-        TestProxy { handle: Some(handle), file, path, _watch: watch }
+        TestProxy { handle: Some(handle), file, path: Some(path), _source: Source::File { _watch: watch } }
     }
+}
+
+/// Starts a sidecar whose snapshots come from `source`, as `attache-proxy run --control-plane` does.
+async fn follow(source: ControlSource) -> TestProxy {
+    let who = format!("{}/{} following {}", source.node.service, source.node.instance, source.addrs.join(","));
+    let status = ConfigStatus::named(format!("control plane {}", source.addrs.join(",")));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = attache_proxy::metrics::Metrics::register(&mut registry);
+    let started = source.start(status.clone(), metrics.config.clone(), metrics.control.clone());
+    let waited = tokio::time::timeout(crate::DEFAULT_TIMEOUT, started).await;
+    let (snapshots, task) = waited
+        .unwrap_or_else(|_| panic!("sidecar {who}: no configuration within {:?}", crate::DEFAULT_TIMEOUT))
+        .unwrap_or_else(|e| panic!("sidecar {who}: {e:#}"));
+    let source = Source::Control { _stream: AbortOnDrop(task) };
+    let handle = Proxy { snapshots, status, registry, metrics }.start().await.expect("starting the proxy");
+    TestProxy { handle: Some(handle), file: None, path: None, _source: source }
 }
 
 impl TestProxy {
@@ -106,13 +156,15 @@ impl TestProxy {
         self.handle().admin_addr()
     }
 
+    /// The watched config file. Panics for a proxy following a control plane.
     pub fn config_path(&self) -> &Path {
-        &self.path
+        self.path.as_deref().expect("config_path needs a proxy started from a file, not one following a control plane")
     }
 
     /// Replaces the config file (atomically, as editors and ConfigMaps do) to trigger a reload.
     pub fn write_config(&self, yaml: &str) {
-        let file = self.file.as_ref().expect("write_config needs a proxy started with `config`, not `config_at`");
+        let file =
+            self.file.as_ref().expect("write_config needs a proxy started with `config` (not `config_at`/`follow`)");
         file.write(yaml).expect("rewriting the config file");
     }
 
@@ -172,24 +224,7 @@ impl Drop for ConfigFile {
 
 /// The `attache-proxy` binary, built once per test run if needed.
 pub fn binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-q", "-p", "attache-proxy", "--bin", "attache-proxy"])
-                .status()
-                .map_err(|e| format!("running cargo build: {e}"))?;
-            if !status.success() {
-                return Err(format!("cargo build of attache-proxy failed: {status}"));
-            }
-            // target/<profile>/deps/<test> -> target/<profile>/attache-proxy
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            let profile_dir = exe.parent().and_then(Path::parent).ok_or("unexpected test binary location")?;
-            Ok(profile_dir.join("attache-proxy"))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
+    crate::binaries::built("attache-proxy", "attache-proxy")
 }
 
 /// Runs `attache-proxy` with `args`, returning its exit status and stdout+stderr. Bounded by `timeout`.
