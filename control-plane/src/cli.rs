@@ -25,12 +25,17 @@ pub struct Api {
 
 /// `attache status`: the mesh's version and validity, then every sidecar and what it runs.
 pub async fn status(api: &Api) -> anyhow::Result<String> {
+    let view = status_view(api).await?;
+    Ok(render_status(&view, attache_proxy::source::unix_now()))
+}
+
+/// `GET /v1/status`, as data.
+pub async fn status_view(api: &Api) -> anyhow::Result<StatusView> {
     let (code, body) = request(api, Method::GET, STATUS_PATH, None).await?;
     if code != StatusCode::OK {
-        bail!("the control plane answered {code}: {}", String::from_utf8_lossy(&body));
+        bail!("the control plane answered {code}: {}", String::from_utf8_lossy(&body).trim_end());
     }
-    let view: StatusView = serde_json::from_slice(&body).context("reading the status")?;
-    Ok(render_status(&view, attache_proxy::source::unix_now()))
+    serde_json::from_slice(&body).context("reading the status")
 }
 
 /// `attache canary set <service> <backend>=<weight>...`.
@@ -174,9 +179,14 @@ async fn request(api: &Api, method: Method, path: &str, body: Option<Vec<u8>>) -
     let answer = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .with_context(|| format!("{addr} did not answer within {TIMEOUT:?}"))?;
-    match &api.tls_dir {
-        None => answer.context("a control plane started with --ca-dir needs --tls-dir (or ATTACHE_TLS_DIR)"),
-        Some(_) => answer,
+    // Plaintext that met TLS comes back as an HTTP parse error: say what is missing.
+    let met_tls =
+        |e: &anyhow::Error| e.chain().any(|c| c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse));
+    match answer {
+        Err(e) if api.tls_dir.is_none() && met_tls(&e) => {
+            Err(e.context("a control plane started with --ca-dir needs --tls-dir (or ATTACHE_TLS_DIR)"))
+        }
+        other => other,
     }
 }
 

@@ -21,13 +21,22 @@ use attache_control_plane::{cli as cp_cli, ControlPlane, ControlPlaneHandle};
 
 use crate::metrics::{scrape, Metrics};
 use crate::proxy::{self, TestProxy};
-use crate::{client, TempDir, DEFAULT_TIMEOUT};
+use crate::{TempDir, DEFAULT_TIMEOUT};
 
 /// Builds an in-process control plane.
 #[derive(Debug, Default)]
 #[must_use]
 pub struct Builder {
     files: Vec<(String, String)>,
+    /// Be the mesh CA (with this workload certificate lifetime) and serve the API over mTLS.
+    mtls: Option<Duration>,
+}
+
+/// The mesh CA of an mTLS control plane (trust domain `example.org`): its directory, the bootstrap token, and an
+/// admin certificate for the CLI.
+pub struct Pki {
+    dir: TempDir,
+    pub token: String,
 }
 
 /// A running (or, between [`TestControlPlane::stop`] and [`TestControlPlane::start`], stopped) in-process control
@@ -36,6 +45,7 @@ pub struct TestControlPlane {
     dir: TempDir,
     addr: SocketAddr,
     handle: Option<ControlPlaneHandle>,
+    pki: Option<(Pki, Duration)>,
 }
 
 /// Starts building a control plane.
@@ -51,6 +61,12 @@ impl Builder {
         self
     }
 
+    /// Makes it the mesh CA, issuing workload certificates that live `lifetime`, with an mTLS API.
+    pub fn mtls(mut self, lifetime: Duration) -> Self {
+        self.mtls = Some(lifetime);
+        self
+    }
+
     /// Writes the files, then starts the control plane on `127.0.0.1:0`. Panics if it cannot start.
     pub async fn run(self) -> TestControlPlane {
         crate::trace_init();
@@ -58,8 +74,48 @@ impl Builder {
         for (name, yaml) in &self.files {
             write_atomically(dir.path(), name, yaml);
         }
-        let handle = start(dir.path(), "127.0.0.1:0".parse().expect("an address")).await;
-        TestControlPlane { addr: handle.addr(), dir, handle: Some(handle) }
+        let pki = self.mtls.map(|lifetime| (Pki::new(), lifetime));
+        let ca = pki.as_ref().map(|(p, lifetime)| p.config(*lifetime));
+        let handle = start(dir.path(), "127.0.0.1:0".parse().expect("an address"), ca).await;
+        TestControlPlane { addr: handle.addr(), dir, handle: Some(handle), pki }
+    }
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = TempDir::new("attache-mesh-ca");
+        attache_proxy::certs::init(&dir.path().join("ca"), "example.org", 30, false).expect("creating a CA");
+        let admin = attache_config::wire::admin_identity("example.org");
+        attache_proxy::certs::issue(&dir.path().join("ca"), &admin, &dir.path().join("admin"), 1).expect("an admin");
+        // Unique per CA; nothing secret in a test.
+        let token = format!("token-{}-{}", std::process::id(), dir.path().display().to_string().len());
+        Self { dir, token }
+    }
+
+    fn config(&self, lifetime: Duration) -> attache_control_plane::ca::CaConfig {
+        attache_control_plane::ca::CaConfig {
+            dir: self.dir.path().join("ca"),
+            bootstrap_token: Some(self.token.clone()),
+            admins: Vec::new(),
+            lifetime,
+        }
+    }
+
+    /// The CA certificate sidecars verify the control plane with.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("ca/ca.pem")
+    }
+
+    /// `cert.pem`, `key.pem`, `bundle.pem` of `spiffe://example.org/ns/attache/sa/admin`.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.dir.path().join("admin")
+    }
+
+    /// Issues a certificate for `id` into a new directory under the CA's (as `attache ca issue` does).
+    pub fn issue(&self, id: &str, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        attache_proxy::certs::issue(&self.dir.path().join("ca"), id, &out, 1).expect("issuing a certificate");
+        out
     }
 }
 
@@ -74,9 +130,44 @@ impl TestControlPlane {
         self.dir.path()
     }
 
-    /// What `attache_control_plane::cli`'s commands (`status`, `canary_set`, ...) take to reach it.
+    /// What `attache_control_plane::cli`'s commands (`status`, `canary_set`, ...) take to reach it (as the admin,
+    /// over mTLS, when it is the CA).
     pub fn api(&self) -> cp_cli::Api {
-        cp_cli::Api { addr: self.addr.to_string(), tls_dir: None }
+        cp_cli::Api { addr: self.addr.to_string(), tls_dir: self.pki.as_ref().map(|(p, _)| p.admin_dir()) }
+    }
+
+    /// The mesh CA, for a control plane built with [`Builder::mtls`].
+    pub fn pki(&self) -> &Pki {
+        &self.pki.as_ref().expect("this control plane is not the CA (Builder::mtls)").0
+    }
+
+    /// A sidecar source following this control plane over mTLS, enrolling with the bootstrap token.
+    pub fn enrolled(
+        &self,
+        service: &str,
+        instance: &str,
+        state_dir: &Path,
+    ) -> attache_proxy::source::control::ControlSource {
+        let pki = self.pki();
+        let node = attache_config::wire::Node {
+            service: service.into(),
+            instance: instance.into(),
+            namespace: "default".into(),
+        };
+        let addrs = vec![self.addr.to_string()];
+        let identity = attache_proxy::source::enrol::Enrolment {
+            addrs: addrs.clone(),
+            node: node.clone(),
+            ca_bundle: pki.bundle(),
+            token: Some(pki.token.clone()),
+            dir: state_dir.join("identity"),
+        };
+        attache_proxy::source::control::ControlSource {
+            addrs,
+            node,
+            state_dir: state_dir.to_owned(),
+            identity: Some(identity),
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -100,9 +191,7 @@ impl TestControlPlane {
     }
 
     pub async fn try_status(&self) -> Result<StatusView> {
-        let rsp = client::http1(self.addr).get("attache", STATUS_PATH).await?;
-        anyhow::ensure!(rsp.status == 200, "{} {}", rsp.status, rsp.text());
-        serde_json::from_slice(&rsp.body).with_context(|| format!("status is not a StatusView: {}", rsp.text()))
+        cp_cli::status_view(&self.api()).await.with_context(|| format!("GET {STATUS_PATH}"))
     }
 
     /// The version being served, from the status API.
@@ -169,7 +258,8 @@ impl TestControlPlane {
     /// Starts the control plane again, on the same directory, state and port.
     pub async fn start(&mut self) {
         assert!(self.handle.is_none(), "the control plane is already running");
-        self.handle = Some(start(self.dir.path(), self.addr).await);
+        let ca = self.pki.as_ref().map(|(p, lifetime)| p.config(*lifetime));
+        self.handle = Some(start(self.dir.path(), self.addr, ca).await);
     }
 
     /// [`TestControlPlane::stop`], then [`TestControlPlane::start`].
@@ -219,11 +309,10 @@ fn summary(view: &StatusView) -> String {
 
 /// Starts a control plane on `dir` at `listen`. A port just freed by a stopped control plane may take a moment to
 /// be released (its task is dropped asynchronously), so "address in use" is retried, within a bound.
-async fn start(dir: &Path, listen: SocketAddr) -> ControlPlaneHandle {
+async fn start(dir: &Path, listen: SocketAddr, ca: Option<attache_control_plane::ca::CaConfig>) -> ControlPlaneHandle {
     let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
     loop {
-        // Plaintext, as in development: what is tested here is what it serves, not how the API is secured.
-        let cp = ControlPlane { config_dir: dir.to_owned(), state_dir: None, listen, ca: None };
+        let cp = ControlPlane { config_dir: dir.to_owned(), state_dir: None, listen, ca: ca.clone() };
         match cp.start().await {
             Ok(handle) => return handle,
             Err(e) if in_use(&e) && tokio::time::Instant::now() < deadline => {

@@ -87,6 +87,12 @@ impl Builder {
         self
     }
 
+    /// Follows a control plane as `source` says (e.g. over mTLS, see `mesh::TestControlPlane::enrolled`).
+    pub fn follow_source(mut self, source: ControlSource) -> Self {
+        self.follow = Some(source);
+        self
+    }
+
     pub async fn run(self) -> TestProxy {
         crate::trace_init();
         if let Some(source) = self.follow {

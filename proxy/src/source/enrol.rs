@@ -77,10 +77,13 @@ impl Enrolment {
             loop {
                 let wait = match self.current() {
                     Some(m) if failures == 0 => until(renew_at(&m)).max(RETRY_MIN),
-                    _ => crate::backoff::full_jitter(RETRY_MIN, RETRY_MAX, failures.max(1)).max(RETRY_MIN),
+                    // Not enrolled yet (or expired): the next config stream enrols, with the token.
+                    None => RETRY_MIN,
+                    Some(_) => crate::backoff::full_jitter(RETRY_MIN, RETRY_MAX, failures).max(RETRY_MIN),
                 };
                 tokio::time::sleep(wait).await;
-                match self.request(self.current().as_ref()).await {
+                let Some(current) = self.current().filter(due) else { continue };
+                match self.request(Some(&current)).await {
                     Ok(m) => {
                         failures = 0;
                         tracing::info!(identity = %m.identity, not_after = m.not_after, "workload certificate renewed");

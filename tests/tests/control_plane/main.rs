@@ -20,6 +20,7 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 mod canary;
 mod cli;
 mod flap;
+mod identity;
 mod outage;
 mod propagation;
 mod rejection;
