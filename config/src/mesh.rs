@@ -105,14 +105,15 @@ pub fn load_mesh(
         }
     }
     errors.extend(check_names(&merged));
-    // The routing as a whole, so services no sidecar calls are checked too.
+    // The routing as a whole, so services no sidecar calls are checked too; a name's second definition was just
+    // reported, at its own file and index, so validation sees each name once.
+    let all_services = first_of_each(merged.spec.services.iter().map(|s| s.name.as_str()));
+    let all_backends = first_of_each(merged.spec.backends.iter().map(|b| b.name.as_str()));
     let routing = ConfigSpec {
-        services: merged.spec.services.clone(),
-        backends: merged.spec.backends.clone(),
+        services: all_services.iter().map(|&i| merged.spec.services[i].clone()).collect(),
+        backends: all_backends.iter().map(|&i| merged.spec.backends[i].clone()).collect(),
         ..ConfigSpec::default()
     };
-    let all_services: Vec<usize> = (0..merged.spec.services.len()).collect();
-    let all_backends: Vec<usize> = (0..merged.spec.backends.len()).collect();
     if let Err(e) = crate::Snapshot::try_from(routing) {
         errors.extend(merged.attribute(e, None, &all_services, &all_backends));
     }
@@ -210,7 +211,13 @@ fn merge(files: &[(String, String)]) -> Result<Merged<'_>, MeshError> {
     }
 }
 
-/// Names unique across files (within one file, validation already says so, with the second's position).
+/// The indexes of the first item of each name.
+fn first_of_each<'a>(names: impl Iterator<Item = &'a str>) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    names.enumerate().filter(|(_, name)| seen.insert(*name)).map(|(i, _)| i).collect()
+}
+
+/// Names unique in the whole mesh: each repeat is an error at its own file and index, naming where the first is.
 fn check_names(merged: &Merged<'_>) -> Vec<MeshFieldError> {
     let mut errors = Vec::new();
     let spec = &merged.spec;
@@ -224,12 +231,15 @@ fn check_names(merged: &Merged<'_>) -> Vec<MeshFieldError> {
         let mut seen: BTreeMap<&str, &Origin> = BTreeMap::new();
         for (name, origin) in names.into_iter().zip(origins) {
             match seen.get(name) {
-                Some(first) if first.file != origin.file => {
+                Some(first) => {
                     let path = format!("{list}[{}].{field}", origin.index);
-                    let message = format!("`{name}` is also defined in {}", merged.files[first.file].0);
+                    let message = if first.file == origin.file {
+                        format!("`{name}` is already defined at {list}[{}]", first.index)
+                    } else {
+                        format!("`{name}` is also defined in {}", merged.files[first.file].0)
+                    };
                     errors.push(merged.located(origin.file, FieldError::new(path, message)));
                 }
-                Some(_) => {}
                 None => {
                     seen.insert(name, origin);
                 }
