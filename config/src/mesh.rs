@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, FieldError};
-use crate::spec::{AdminSpec, BackendSpec, ConfigSpec, LimitsSpec, ListenerSpec, ServiceSpec};
+use crate::spec::{AdminSpec, BackendSpec, ConfigSpec, LimitsSpec, ListenerSpec, ServiceSpec, TracingSpec};
 use crate::validate::{self, locate};
 
 /// One file of a mesh directory.
@@ -48,6 +48,9 @@ pub struct SidecarSpec {
     /// The services its app calls (routed by its outbound listeners). Absent: every service of the mesh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calls: Option<Vec<String>>,
+    /// Trace propagation and span export; `service_name` defaults to `service`.
+    #[serde(default)]
+    pub tracing: TracingSpec,
 }
 
 /// A valid mesh: every sidecar's configuration, ready to push.
@@ -268,13 +271,17 @@ fn cut(spec: &MeshSpec, sidecar: &SidecarSpec) -> (ConfigSpec, Vec<usize>, Vec<u
         listeners: sidecar.listeners.clone(),
         services: services.iter().map(|&i| spec.services[i].clone()).collect(),
         backends: backends.iter().map(|&i| spec.backends[i].clone()).collect(),
+        tracing: TracingSpec {
+            service_name: sidecar.tracing.service_name.clone().or_else(|| Some(sidecar.service.clone())),
+            ..sidecar.tracing.clone()
+        },
     };
     (config, services, backends)
 }
 
 impl Merged<'_> {
     /// Maps a validation error of a cut configuration back to the files: `services[j]` is the j-th of `services`
-    /// (indexes into the merged list), likewise `backends[j]`; `listeners`, `admin` and `limits` are those of
+    /// (indexes into the merged list), likewise `backends[j]`; `listeners`, `admin`, `limits` and `tracing` are those of
     /// sidecar `sidecar`.
     fn attribute(
         &self,

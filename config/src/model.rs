@@ -15,10 +15,12 @@ use crate::spec::ConfigSpec;
 pub mod resilience;
 mod spiffe;
 pub mod tls;
+pub mod tracing;
 
 pub use self::resilience::*;
 pub use self::spiffe::*;
 pub use self::tls::*;
+pub use self::tracing::*;
 
 /// One complete, valid configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,7 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     /// By name.
     pub backends: BTreeMap<Arc<str>, Arc<Backend>>,
+    pub tracing: Tracing,
     /// The effective configuration (defaults filled in), for the admin `/config` view.
     pub source: Arc<ConfigSpec>,
 }

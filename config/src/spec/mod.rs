@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 mod resilience;
 mod tls;
+mod tracing;
 
 pub use self::resilience::*;
 pub use self::tls::*;
+pub use self::tracing::*;
 
 /// A whole proxy configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -31,6 +33,9 @@ pub struct ConfigSpec {
     /// Named groups of endpoints that routes and listeners send traffic to.
     #[serde(default)]
     pub backends: Vec<BackendSpec>,
+    /// Trace-context propagation, sampling and span export.
+    #[serde(default)]
+    pub tracing: TracingSpec,
 }
 
 /// The admin listener. Loopback by default: it is never public unless configured so.

@@ -11,6 +11,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod tracing;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -79,8 +80,9 @@ fn build(spec: &ConfigSpec) -> Result<Snapshot, ConfigError> {
     let listeners = listener::listeners(&mut ctx, &spec.listeners, admin);
     let services = service::services(&mut ctx, &spec.services);
     let backends = backend::backends(&mut ctx, &spec.backends, &reachable_backends(spec));
-    match admin {
-        Some(address) if ctx.errors.0.is_empty() => Ok(Snapshot {
+    let tracing = tracing::tracing(&mut ctx.errors, &spec.tracing);
+    match (admin, tracing) {
+        (Some(address), Some(tracing)) if ctx.errors.0.is_empty() => Ok(Snapshot {
             version: 0,
             hash: 0,
             admin: Admin { address },
@@ -88,6 +90,7 @@ fn build(spec: &ConfigSpec) -> Result<Snapshot, ConfigError> {
             listeners,
             services,
             backends,
+            tracing,
             source: Arc::default(),
         }),
         _ => Err(ConfigError { errors: ctx.errors.0 }),

@@ -340,7 +340,7 @@ fn percent(value: u32) -> Result<u32, String> {
     within(value, 0..=100, " percent")
 }
 
-fn at_least_one(value: u32, field: &str) -> Result<u32, String> {
+pub(super) fn at_least_one(value: u32, field: &str) -> Result<u32, String> {
     if value == 0 {
         return Err(format!("{field} must be at least 1"));
     }
@@ -348,13 +348,13 @@ fn at_least_one(value: u32, field: &str) -> Result<u32, String> {
 }
 
 /// `unit` follows the range in the message, e.g. ` percent`.
-fn within(value: u32, range: RangeInclusive<u32>, unit: &str) -> Result<u32, String> {
+pub(super) fn within(value: u32, range: RangeInclusive<u32>, unit: &str) -> Result<u32, String> {
     if !range.contains(&value) {
         return Err(format!("{value} is out of range: expected {} to {}{unit}", range.start(), range.end()));
     }
     Ok(value)
 }
 
-fn to_usize(value: u32) -> usize {
+pub(super) fn to_usize(value: u32) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
 }

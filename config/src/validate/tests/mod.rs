@@ -10,6 +10,7 @@ mod retry;
 mod routes;
 mod services;
 mod tls;
+mod tracing;
 
 use std::time::Duration;
 
