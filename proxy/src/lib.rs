@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod source;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod wire;
 
 pub use proxy::{Proxy, ProxyHandle};

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// A label value taken from the configuration (a name), shared without copying.
@@ -66,11 +66,20 @@ pub struct BackendResultLabels {
     pub result: &'static str,
 }
 
+/// The exemplar of a latency bucket: a sampled trace that landed in it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+pub type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;
+
 /// HTTP request metrics.
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
     pub requests: Family<RequestLabels, Counter>,
-    pub duration: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// With the trace ID of a sampled request as the exemplar of its bucket.
+    pub duration: Family<LatencyLabels, LatencyHistogram, fn() -> LatencyHistogram>,
 }
 
 /// Connection and byte metrics.
@@ -143,6 +152,7 @@ pub struct Metrics {
     pub tls: crate::tls::TlsMetrics,
     pub authz: crate::http::authz::AuthzMetrics,
     pub control: crate::source::control::ControlMetrics,
+    pub trace: crate::trace::export::ExportMetrics,
 }
 
 impl EncodeLabelValue for Name {
@@ -181,8 +191,10 @@ impl Dir {
     }
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+fn latency_histogram() -> LatencyHistogram {
+    HistogramWithExemplars::new(
+        [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
+    )
 }
 
 /// `2xx`, `4xx`, ...
@@ -202,7 +214,7 @@ impl Metrics {
         let reg = registry.sub_registry_with_prefix("attache");
         let http = HttpMetrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> LatencyHistogram),
         };
         reg.register("requests", "HTTP requests answered, by route, backend and status class", http.requests.clone());
         reg.register_with_unit(
@@ -278,7 +290,8 @@ impl Metrics {
         let retry = crate::http::retry::RetryMetrics::register(reg);
         let tls = crate::tls::TlsMetrics::register(reg);
         let authz = crate::http::authz::AuthzMetrics::register(reg);
+        let trace = crate::trace::export::ExportMetrics::register(reg);
         let control = crate::source::control::ControlMetrics::register(registry);
-        Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz, control }
+        Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz, control, trace }
     }
 }

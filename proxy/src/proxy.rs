@@ -40,6 +40,7 @@ pub struct ProxyHandle {
     drain: drain::Signal,
     listeners_task: tokio::task::JoinHandle<()>,
     limiters_task: tokio::task::JoinHandle<()>,
+    tracer_task: tokio::task::JoinHandle<()>,
     admin_task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,7 +73,10 @@ impl Proxy {
         // Rate-limit buckets of routes that no longer exist are dropped on each reload.
         let limiters_task = limiters.follow(plane.clone());
         let budgets = crate::http::retry::Budgets::default();
-        let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets };
+        let tracer = crate::trace::Tracer::new(metrics.trace.clone());
+        // Exporters start, stop or keep running as the tracing settings change.
+        let tracer_task = tracer.follow(plane.clone());
+        let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets, tracer };
         let mut set =
             ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch, credentials };
         let first = plane.borrow_and_update().clone();
@@ -87,7 +91,16 @@ impl Proxy {
         let admin = crate::admin::Admin { registry: Arc::new(registry), status, ready: ready.clone() };
         let admin_task = tokio::spawn(admin.serve(admin_tcp));
         tracing::info!(%admin_addr, listeners = ?bound.lock().map(|b| b.clone()).unwrap_or_default(), "attache-proxy ready");
-        Ok(ProxyHandle { admin_addr, bound, ready, drain: signal, listeners_task, limiters_task, admin_task })
+        Ok(ProxyHandle {
+            admin_addr,
+            bound,
+            ready,
+            drain: signal,
+            listeners_task,
+            limiters_task,
+            tracer_task,
+            admin_task,
+        })
     }
 }
 
@@ -113,6 +126,7 @@ impl ProxyHandle {
         self.limiters_task.abort();
         let _ = self.listeners_task.await;
         let drained = tokio::time::timeout(grace, self.drain.drain()).await.is_ok();
+        self.tracer_task.abort();
         self.admin_task.abort();
         drained
     }

@@ -42,6 +42,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub limiters: ratelimit::RateLimiters,
     pub budgets: retry::Budgets,
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The outbound pipeline: the app calls out, we route by host to a weighted, balanced backend.
@@ -49,7 +50,12 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_con
     let m = &shared.metrics;
     let svc = ServiceBuilder::new()
         // Metrics and access log first: they see the final status, synthesized errors included, and all latency.
-        .layer(observe::ObserveLayer { metrics: m.http.clone(), direction: Dir::Outbound })
+        // Trace context is continued here too, so every log line, the span and the exemplar carry its IDs.
+        .layer(observe::ObserveLayer {
+            metrics: m.http.clone(),
+            direction: Dir::Outbound,
+            tracer: shared.tracer.clone(),
+        })
         // The one place errors become responses (404/400/429/503/504/502 with x-attache-error).
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before anything reads headers.
@@ -82,8 +88,12 @@ pub fn inbound(
 ) -> HttpService {
     let m = &shared.metrics;
     let svc = ServiceBuilder::new()
-        // Metrics and access log first, as outbound.
-        .layer(observe::ObserveLayer { metrics: m.http.clone(), direction: Dir::Inbound })
+        // Metrics, access log and trace context first, as outbound.
+        .layer(observe::ObserveLayer {
+            metrics: m.http.clone(),
+            direction: Dir::Inbound,
+            tracer: shared.tracer.clone(),
+        })
         // Errors become responses here.
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before the app sees anything; client x-attache-* headers dropped.

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use attache_config::model::{Sticky, WeightedBackend};
@@ -10,8 +11,12 @@ use http::{Request, Response};
 
 use super::meta::RequestMeta;
 use super::route::Target;
+use crate::backend::ServedBy;
 use crate::body::Body;
 use crate::errors::{BoxError, NoEndpoints};
+use crate::metrics::Dir;
+use crate::trace::hop::Attempt;
+use crate::trace::Hop;
 
 #[derive(Clone, Debug, Default)]
 pub struct Split;
@@ -26,6 +31,7 @@ impl tower::Service<Request<Body>> for Split {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let req_method = req.method().clone();
         let Some(target) = req.extensions().get::<Target>().cloned() else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
         };
@@ -48,14 +54,68 @@ impl tower::Service<Request<Body>> for Split {
         if let Some(meta) = RequestMeta::of(&req) {
             meta.set_backend(&chosen.name);
         }
-        match target.plane.backend(&chosen.name) {
+        let mut req = req;
+        // Outbound, each attempt is its own child span of the hop, and the upstream is told that span.
+        let attempt = req
+            .extensions()
+            .get::<Arc<Hop>>()
+            .filter(|hop| hop.direction == Dir::Outbound)
+            .cloned()
+            .map(|hop| hop.attempt(req.headers_mut()));
+        let backend_name = chosen.name.clone();
+        let fut: Self::Future = match target.plane.backend(&chosen.name) {
             Some(backend) => Box::pin(backend.call(req)),
             None => {
                 let backend = chosen.name.clone();
                 Box::pin(async move { Err(NoEndpoints { backend }.into()) })
             }
+        };
+        let Some(attempt) = attempt else { return fut };
+        let method = req_method;
+        Box::pin(async move {
+            let result = fut.await;
+            attempt_span(&attempt, &method, &backend_name, &target.route.service, &result);
+            result
+        })
+    }
+}
+
+/// The span of one upstream attempt: what was asked of which endpoint, and what came back.
+fn attempt_span(
+    attempt: &Attempt,
+    method: &http::Method,
+    backend: &str,
+    service: &str,
+    result: &Result<Response<Body>, BoxError>,
+) {
+    let Some(mut span) = attempt.span(format!("{method} {backend}")) else { return };
+    span.str("http.request.method", method.as_str());
+    span.str("peer.service", service);
+    span.str("attache.backend", backend);
+    span.int("attache.attempt", i64::from(attempt.number));
+    if attempt.number > 1 {
+        span.int("http.request.resend_count", i64::from(attempt.number - 1));
+    }
+    match result {
+        Ok(rsp) => {
+            if let Some(ServedBy(addr)) = rsp.extensions().get::<ServedBy>() {
+                span.str("server.address", addr.ip().to_string());
+                span.int("server.port", i64::from(addr.port()));
+            }
+            let status = rsp.status().as_u16();
+            span.int("http.response.status_code", i64::from(status));
+            // A client span fails on 4xx too (OpenTelemetry HTTP conventions).
+            if status >= 400 {
+                span.str("error.type", status.to_string());
+                span.error = Some(format!("HTTP {status}"));
+            }
+        }
+        Err(e) => {
+            span.str("error.type", crate::errors::classify(&**e).reason);
+            span.error = Some(crate::http::rescue::ErrorChain(&**e).to_string());
         }
     }
+    attempt.submit(span);
 }
 
 /// Picks a backend: by the sticky key's hash when there is one, at random otherwise, in proportion to weights.
