@@ -13,6 +13,7 @@
 
 mod binaries;
 pub mod client;
+pub mod collector;
 pub mod faults;
 pub mod mesh;
 pub mod metrics;
