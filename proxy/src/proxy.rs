@@ -41,6 +41,7 @@ pub struct ProxyHandle {
     listeners_task: tokio::task::JoinHandle<()>,
     limiters_task: tokio::task::JoinHandle<()>,
     tracer_task: tokio::task::JoinHandle<()>,
+    tracer: crate::trace::Tracer,
     admin_task: tokio::task::JoinHandle<()>,
 }
 
@@ -76,7 +77,7 @@ impl Proxy {
         let tracer = crate::trace::Tracer::new(metrics.trace.clone());
         // Exporters start, stop or keep running as the tracing settings change.
         let tracer_task = tracer.follow(plane.clone());
-        let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets, tracer };
+        let shared = crate::http::Shared { metrics: metrics.clone(), limiters, budgets, tracer: tracer.clone() };
         let mut set =
             ListenerSet { running: BTreeMap::new(), bound: bound.clone(), shared, drain: drain_watch, credentials };
         let first = plane.borrow_and_update().clone();
@@ -99,6 +100,7 @@ impl Proxy {
             listeners_task,
             limiters_task,
             tracer_task,
+            tracer,
             admin_task,
         })
     }
@@ -127,6 +129,8 @@ impl ProxyHandle {
         let _ = self.listeners_task.await;
         let drained = tokio::time::timeout(grace, self.drain.drain()).await.is_ok();
         self.tracer_task.abort();
+        // Spans still queued are sent (for up to a second) before the process goes.
+        self.tracer.shutdown(Duration::from_secs(1)).await;
         self.admin_task.abort();
         drained
     }

@@ -304,3 +304,18 @@ async fn access_and_error_logs_carry_the_trace_and_span_ids() {
     assert_eq!(error["span"]["trace_id"], TRACE, "{error}");
     assert_eq!(error["span"]["span_id"], span_id.as_str(), "{error}");
 }
+
+#[tokio::test]
+async fn spans_still_queued_are_sent_on_shutdown() {
+    let collector = Collector::start().await;
+    let app = server::http1().name("app").route("/hello", server::echo()).run().await;
+    // A flush interval no test waits for: only shutdown sends the batch.
+    let export = format!("  otlp: {{ endpoint: \"{}\", flush_interval: 10m }}\n", collector.otlp_endpoint());
+    let a = proxy::new().config(outbound_config(&app.addr().to_string(), &export)).run().await;
+    let rsp = curl(&a, &[("traceparent", &format!("00-{TRACE}-{CALLER_SPAN}-01"))]).await;
+    assert_eq!(rsp.status, 200);
+    assert!(collector.spans().is_empty(), "nothing is sent before the batch is due");
+    assert!(a.shutdown(std::time::Duration::from_secs(5)).await);
+    let spans = collector.trace(TRACE, 2).await;
+    assert_eq!(spans.len(), 2, "the hop and its attempt: {spans:#?}");
+}

@@ -124,3 +124,21 @@ fn syntax_errors_of_every_file_are_reported_and_weights_for_unknown_services_ref
     let err = load_mesh(&files(&[("a.yaml", ROUTING)]), &weights).unwrap_err();
     assert!(err.to_string().contains("unknown service `nope`"), "{err}");
 }
+
+#[test]
+fn a_sidecars_spans_are_named_after_its_service_and_its_tracing_errors_point_at_its_file() {
+    let traced = SIDECARS.replace(
+        "    calls: [reviews]\n",
+        "    calls: [reviews]\n    tracing:\n      otlp: { endpoint: \"http://127.0.0.1:4318\" }\n",
+    );
+    let mesh = load_mesh(&files(&[("routing.yaml", ROUTING), ("sidecars.yaml", &traced)]), &no_weights()).unwrap();
+    assert_eq!(mesh.sidecars["web"].tracing.service_name.as_deref(), Some("web"));
+    assert!(mesh.sidecars["web"].tracing.otlp.is_some());
+    assert_eq!(mesh.sidecars["reviews"].tracing.service_name.as_deref(), Some("reviews"));
+
+    let bad = traced.replace("http://127.0.0.1:4318", "https://collector:4318");
+    let err = load_mesh(&files(&[("routing.yaml", ROUTING), ("sidecars.yaml", &bad)]), &no_weights()).unwrap_err();
+    let shown: Vec<String> = err.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert!(shown[0].starts_with("sidecars.yaml: sidecars[0].tracing.otlp.endpoint (line 7, column 7)"), "{shown:#?}");
+}

@@ -61,9 +61,11 @@ pub struct ExporterHandle {
 }
 
 impl ExporterHandle {
-    pub fn spawn(config: Exporter, metrics: ExportMetrics) -> Self {
+    /// Starts the exporter's task; its handle goes to `tasks`, so that shutdown can wait for the last batch.
+    pub fn spawn(config: Exporter, metrics: ExportMetrics, tasks: &mut Vec<tokio::task::JoinHandle<()>>) -> Self {
         let (tx, rx) = mpsc::channel(config.queue);
-        tokio::spawn(run(config.clone(), rx, metrics.clone()));
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(tokio::spawn(run(config.clone(), rx, metrics.clone())));
         Self { config, tx, metrics }
     }
 

@@ -8,7 +8,8 @@ pub mod hop;
 pub mod request_id;
 pub mod span;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use attache_config::model::Tracing;
 use tokio::sync::watch;
@@ -30,11 +31,13 @@ pub struct Active {
 pub struct Tracer {
     active: Arc<RwLock<Arc<Active>>>,
     metrics: ExportMetrics,
+    /// Exporter tasks, so that shutdown can let them send what they hold.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Tracer {
     pub fn new(metrics: ExportMetrics) -> Self {
-        Self { active: Arc::default(), metrics }
+        Self { active: Arc::default(), metrics, tasks: Arc::default() }
     }
 
     pub fn active(&self) -> Arc<Active> {
@@ -48,18 +51,29 @@ impl Tracer {
         if current.settings == *settings {
             return;
         }
+        let Ok(mut tasks) = self.tasks.lock() else { return };
         let exporters = settings
             .exporters
             .iter()
             .map(|config| match current.exporters.iter().find(|e| e.config == *config) {
                 Some(running) => running.clone(),
-                None => ExporterHandle::spawn(config.clone(), self.metrics.clone()),
+                None => ExporterHandle::spawn(config.clone(), self.metrics.clone(), &mut tasks),
             })
             .collect();
         let next = Arc::new(Active { settings: settings.clone(), exporters });
         if let Ok(mut active) = self.active.write() {
             *active = next;
         }
+    }
+
+    /// Stops the exporters and waits up to `grace` for them to send the spans they hold (call once requests are
+    /// drained: a request still in flight holds its exporters open).
+    pub async fn shutdown(&self, grace: Duration) {
+        if let Ok(mut active) = self.active.write() {
+            *active = Arc::default();
+        }
+        let tasks = self.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let _ = tokio::time::timeout(grace, futures_util::future::join_all(tasks)).await;
     }
 
     /// Follows the dataplane: the tracing settings of each new snapshot are applied.
