@@ -69,7 +69,18 @@ pub struct BackendResultLabels {
 /// The exemplar of a latency bucket: a sampled trace that landed in it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct TraceExemplar {
-    pub trace_id: String,
+    pub trace_id: HexTraceId,
+}
+
+/// A trace ID, formatted only when scraped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HexTraceId(pub u128);
+
+impl EncodeLabelValue for HexTraceId {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        write!(encoder, "{:032x}", self.0)
+    }
 }
 
 pub type LatencyHistogram = HistogramWithExemplars<TraceExemplar>;

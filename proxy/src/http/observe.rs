@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use super::meta::RequestMeta;
 use crate::body::{Body, BodyTap};
-use crate::metrics::{status_class, Dir, HttpMetrics, LatencyLabels, Name, RequestLabels, TraceExemplar};
+use crate::metrics::{status_class, Dir, HexTraceId, HttpMetrics, LatencyLabels, Name, RequestLabels, TraceExemplar};
 use crate::trace::{Hop, Tracer};
 
 #[derive(Clone, Debug)]
@@ -79,49 +79,53 @@ where
         let path = req.uri().path().to_owned();
         let (metrics, direction) = (self.metrics.clone(), self.direction);
         let fut = span.in_scope(|| self.inner.call(req));
-        Box::pin(
-            async move {
-                let rsp = fut.await?;
-                let elapsed = started.elapsed();
-                let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
-                let route = meta.route.get();
-                let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
-                let backend = name(meta.backend().as_ref());
-                let status_class = status_class(rsp.status());
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        direction,
-                        service: service.clone(),
-                        route: route_name.clone(),
-                        backend: backend.clone(),
-                        status_class,
-                    })
-                    .inc();
-                // Only a sampled trace is worth linking to: an unsampled one is in no backend.
-                let exemplar = hop.out.sampled.then(|| TraceExemplar { trace_id: hop.trace_id().to_string() });
-                metrics
-                    .duration
-                    .get_or_create(&LatencyLabels { direction, service, route: route_name, backend })
-                    .observe(elapsed.as_secs_f64(), exemplar, None);
-                let error = rsp.headers().get(super::rescue::ERROR_HEADER).and_then(|v| v.to_str().ok());
-                let log = AccessLog {
+        let observed = async move {
+            let rsp = fut.await?;
+            let elapsed = started.elapsed();
+            let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
+            let route = meta.route.get();
+            let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
+            let backend = name(meta.backend().as_ref());
+            let status_class = status_class(rsp.status());
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
                     direction,
-                    method,
-                    authority,
-                    path,
-                    version,
-                    meta,
-                    hop,
-                    status: rsp.status().as_u16(),
-                    error: error.map(str::to_owned),
-                    started,
-                    bytes: 0,
-                };
-                Ok(rsp.map(|b| b.tapped(Box::new(log))))
-            }
-            .instrument(span),
-        )
+                    service: service.clone(),
+                    route: route_name.clone(),
+                    backend: backend.clone(),
+                    status_class,
+                })
+                .inc();
+            // Only a sampled trace is worth linking to: an unsampled one is in no backend.
+            let exemplar = hop.out.sampled.then(|| TraceExemplar { trace_id: HexTraceId(hop.trace_id().0) });
+            metrics.duration.get_or_create(&LatencyLabels { direction, service, route: route_name, backend }).observe(
+                elapsed.as_secs_f64(),
+                exemplar,
+                None,
+            );
+            let error = rsp.headers().get(super::rescue::ERROR_HEADER).and_then(|v| v.to_str().ok());
+            let log = AccessLog {
+                direction,
+                method,
+                authority,
+                path,
+                version,
+                meta,
+                hop,
+                status: rsp.status().as_u16(),
+                error: error.map(str::to_owned),
+                started,
+                bytes: 0,
+            };
+            Ok(rsp.map(|b| b.tapped(Box::new(log))))
+        };
+        // With request logs filtered out, the span would only cost.
+        if span.is_disabled() {
+            Box::pin(observed)
+        } else {
+            Box::pin(observed.instrument(span))
+        }
     }
 }
 

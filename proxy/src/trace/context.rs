@@ -297,44 +297,89 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
     incoming
 }
 
-/// Replaces every trace header of `headers` with `out`, in its forms.
-pub fn inject(headers: &mut HeaderMap, out: &Outgoing) {
-    for name in &ALL {
-        headers.remove(name);
-    }
-    let put = |headers: &mut HeaderMap, name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+/// Writes `out` into `headers` in its forms. `clear` first removes every trace header (a request's own, which may
+/// be invalid); an attempt that rewrites what its hop wrote, in the same forms, need not.
+pub fn inject(headers: &mut HeaderMap, out: &Outgoing, clear: bool) {
+    if clear {
+        for name in &ALL {
+            headers.remove(name);
         }
-    };
-    let trace = if out.short_trace_id { format!("{:016x}", out.trace_id.0 as u64) } else { out.trace_id.to_string() };
+    }
+    let mut buf = [0u8; 128];
     let sampled = if out.debug {
-        "d"
+        b'd'
     } else if out.sampled {
-        "1"
+        b'1'
     } else {
-        "0"
+        b'0'
     };
+    let trace_digits = if out.short_trace_id { 16 } else { 32 };
     if out.forms.w3c {
-        put(headers, TRACEPARENT, format!("00-{}-{}-{:02x}", out.trace_id, out.span_id, u8::from(out.sampled)));
+        let mut w = Writer::new(&mut buf);
+        w.put(b"00-").hex(out.trace_id.0, 32).put(b"-").hex(u128::from(out.span_id.0), 16).put(b"-0");
+        w.put(&[if out.sampled { b'1' } else { b'0' }]);
+        w.insert(headers, TRACEPARENT);
         if let Some(state) = &out.tracestate {
             headers.insert(TRACESTATE, state.clone());
         }
     }
     if out.forms.b3 {
-        let parent = out.parent_span_id.map(|p| format!("-{p}")).unwrap_or_default();
-        put(headers, B3, format!("{trace}-{}-{sampled}{parent}", out.span_id));
+        let mut w = Writer::new(&mut buf);
+        w.hex(out.trace_id.0, trace_digits).put(b"-").hex(u128::from(out.span_id.0), 16).put(b"-").put(&[sampled]);
+        if let Some(p) = out.parent_span_id {
+            w.put(b"-").hex(u128::from(p.0), 16);
+        }
+        w.insert(headers, B3);
     }
     if out.forms.b3multi {
-        put(headers, B3_TRACE_ID, trace);
-        put(headers, B3_SPAN_ID, out.span_id.to_string());
+        Writer::new(&mut buf).hex(out.trace_id.0, trace_digits).insert(headers, B3_TRACE_ID);
+        Writer::new(&mut buf).hex(u128::from(out.span_id.0), 16).insert(headers, B3_SPAN_ID);
         if let Some(p) = out.parent_span_id {
-            put(headers, B3_PARENT_SPAN_ID, p.to_string());
+            Writer::new(&mut buf).hex(u128::from(p.0), 16).insert(headers, B3_PARENT_SPAN_ID);
         }
         if out.debug {
             headers.insert(B3_FLAGS, HeaderValue::from_static("1"));
         } else {
             headers.insert(B3_SAMPLED, HeaderValue::from_static(if out.sampled { "1" } else { "0" }));
+        }
+    }
+}
+
+/// Formats a header value on the stack: trace headers are written on every request.
+pub struct Writer<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl<'b> Writer<'b> {
+    pub fn new(buf: &'b mut [u8]) -> Self {
+        Self { buf, len: 0 }
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) -> &mut Self {
+        let end = (self.len + bytes.len()).min(self.buf.len());
+        self.buf[self.len..end].copy_from_slice(&bytes[..end - self.len]);
+        self.len = end;
+        self
+    }
+
+    /// The low `digits` hex digits of `value`, lowercase, zero-padded.
+    pub fn hex(&mut self, value: u128, digits: usize) -> &mut Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for i in (0..digits).rev() {
+            let nibble = ((value >> (i * 4)) & 0xf) as usize;
+            self.put(&[HEX[nibble]]);
+        }
+        self
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn insert(&self, headers: &mut HeaderMap, name: HeaderName) {
+        if let Ok(v) = HeaderValue::from_bytes(self.bytes()) {
+            headers.insert(name, v);
         }
     }
 }

@@ -68,7 +68,7 @@ fn an_invalid_traceparent_is_replaced_by_a_new_trace_in_the_same_form() {
     assert!(incoming.forms.w3c && !incoming.forms.b3);
     assert_eq!(incoming.tracestate, None, "tracestate without a valid traceparent is dropped");
     let out = outgoing(TraceId(7), SpanId(9), None, incoming.forms);
-    inject(&mut h, &out);
+    inject(&mut h, &out, true);
     assert_eq!(
         h.get("traceparent").map(|v| v.as_bytes()),
         Some(&b"00-00000000000000000000000000000007-0000000000000009-01"[..])
@@ -122,7 +122,7 @@ fn b3_multi_headers_are_read_and_written_back_in_their_form() {
     assert_eq!(incoming.sampled, Some(true));
     assert!(incoming.forms.b3multi && !incoming.forms.w3c && !incoming.forms.b3);
     let out = outgoing(parent().trace_id, SpanId(0xabc), Some(parent().span_id), incoming.forms);
-    inject(&mut h, &out);
+    inject(&mut h, &out, true);
     assert_eq!(h.get("x-b3-traceid").map(|v| v.as_bytes()), Some(TRACE.as_bytes()));
     assert_eq!(h.get("x-b3-spanid").map(|v| v.as_bytes()), Some(&b"0000000000000abc"[..]));
     assert_eq!(h.get("x-b3-parentspanid").map(|v| v.as_bytes()), Some(SPAN.as_bytes()));
@@ -140,7 +140,7 @@ fn b3_flags_mean_debug_and_64_bit_trace_ids_stay_64_bit() {
     out.short_trace_id = true;
     out.debug = true;
     let mut h = HeaderMap::new();
-    inject(&mut h, &out);
+    inject(&mut h, &out, true);
     assert_eq!(h.get("x-b3-traceid").map(|v| v.as_bytes()), Some(&TRACE.as_bytes()[16..]));
     assert_eq!(h.get("x-b3-flags").map(|v| v.as_bytes()), Some(&b"1"[..]));
 }
@@ -169,7 +169,7 @@ fn b3_single_header_is_read_and_written_back_in_its_form() {
     assert_eq!((incoming.parent, incoming.sampled), (Some(parent()), Some(true)));
     assert!(incoming.forms.b3 && !incoming.forms.b3multi);
     let out = outgoing(parent().trace_id, SpanId(2), Some(parent().span_id), incoming.forms);
-    inject(&mut h, &out);
+    inject(&mut h, &out, true);
     assert_eq!(h.get("b3").map(|v| v.as_bytes()), Some(format!("{TRACE}-0000000000000002-1-{SPAN}").as_bytes()));
     // A bare decision carries no IDs.
     let deny = extract(&headers(&[("b3", "0")]));

@@ -59,7 +59,7 @@ impl Hop {
             tracestate: incoming.tracestate,
             short_trace_id: incoming.short_trace_id && parent.is_some(),
         };
-        context::inject(headers, &out);
+        context::inject(headers, &out, true);
         let request_id = super::request_id::ensure(headers, settings.max_request_id_length);
         Self { active, out, parent, request_id, direction, start: SystemTime::now(), attempts: AtomicU32::new(0) }
     }
@@ -91,7 +91,8 @@ impl Hop {
         let number = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let span_id = SpanId::random();
         let out = Outgoing { span_id, parent_span_id: Some(self.out.span_id), ..self.out.clone() };
-        context::inject(headers, &out);
+        // Same forms as the hop wrote: each header is overwritten in place.
+        context::inject(headers, &out, false);
         Attempt { hop: self.clone(), span_id, number, start: SystemTime::now() }
     }
 

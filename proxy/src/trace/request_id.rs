@@ -25,9 +25,12 @@ pub fn acceptable(value: &[u8], max_len: usize) -> bool {
 pub fn generate() -> HeaderValue {
     let bits: u128 = rand::random();
     let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let h = format!("{bits:032x}");
-    let text = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    let mut buf = [0u8; 36];
+    let mut w = super::context::Writer::new(&mut buf);
+    w.hex(bits >> 96, 8).put(b"-").hex(bits >> 80, 4).put(b"-").hex(bits >> 64, 4).put(b"-");
+    w.hex(bits >> 48, 4).put(b"-").hex(bits, 12);
+    HeaderValue::from_bytes(w.bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
 #[cfg(test)]
