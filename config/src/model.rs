@@ -104,6 +104,8 @@ pub enum ListenerTarget {
 pub struct Service {
     pub name: Arc<str>,
     pub hosts: Vec<HostMatch>,
+    /// Original destinations (of intercepted connections) that mean this service.
+    pub addresses: Vec<SocketAddr>,
     pub routes: Vec<Arc<Route>>,
 }
 
@@ -280,6 +282,11 @@ impl Snapshot {
             Some(port) => find(&format!("{host}:{port}")),
             None => find(host),
         }
+    }
+
+    /// The service an intercepted connection to `addr` was meant for.
+    pub fn service_at(&self, addr: SocketAddr) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.addresses.contains(&addr))
     }
 
     pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {

@@ -44,6 +44,8 @@ enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Install the iptables rules that send the pod's traffic through the sidecar (run once, with NET_ADMIN).
+    Init(attache_proxy::init::InitArgs),
     /// Create a dev CA and issue workload certificates with SPIFFE IDs (for running without a control plane).
     Certs(attache_proxy::certs::CertsArgs),
 }
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(attache_proxy::demo::run(args)))
             .map(|()| ExitCode::SUCCESS)
             .unwrap_or_else(fail),
+        Command::Init(args) => attache_proxy::init::run(args).map(|()| ExitCode::SUCCESS).unwrap_or_else(fail),
         Command::Certs(args) => attache_proxy::certs::run(args).map(|()| ExitCode::SUCCESS).unwrap_or_else(fail),
     }
 }

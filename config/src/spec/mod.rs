@@ -142,6 +142,11 @@ pub struct ServiceSpec {
     pub name: String,
     /// Host names (optionally `host:port`, or `*.suffix`) this service answers to.
     pub hosts: Vec<String>,
+    /// `IP:port`s the app dials for this service (e.g. its Kubernetes ClusterIP). A connection intercepted by the
+    /// sidecar's iptables rules whose original destination is listed is proxied as this service (by Host first);
+    /// one to an unlisted destination is forwarded unchanged as TCP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// Ordered routes; the first whose match fits the request wins.
     pub routes: Vec<RouteSpec>,
 }

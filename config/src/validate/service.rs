@@ -11,6 +11,7 @@ use crate::spec::ServiceSpec;
 pub(super) fn services(ctx: &mut Ctx<'_>, specs: &[ServiceSpec]) -> Vec<Arc<Service>> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut owners: HashMap<HostMatch, &str> = HashMap::new();
+    let mut address_owners: HashMap<std::net::SocketAddr, &str> = HashMap::new();
     let mut out = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let path = format!("services[{i}]");
@@ -21,9 +22,10 @@ pub(super) fn services(ctx: &mut Ctx<'_>, specs: &[ServiceSpec]) -> Vec<Arc<Serv
             }
         }
         let hosts = hosts(ctx, &path, spec, &mut owners);
+        let addresses = addresses(ctx, &path, spec, &mut address_owners);
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let routes = routes(ctx, &path, &name, spec);
-        out.push(Arc::new(Service { name, hosts, routes }));
+        out.push(Arc::new(Service { name, hosts, addresses, routes }));
     }
     out
 }
@@ -48,6 +50,25 @@ fn hosts<'s>(
                 owners.insert(host.clone(), &spec.name);
                 out.push(host);
             }
+        }
+    }
+    out
+}
+
+/// Each address means one service.
+fn addresses<'s>(
+    ctx: &mut Ctx<'_>,
+    path: &str,
+    spec: &'s ServiceSpec,
+    owners: &mut HashMap<std::net::SocketAddr, &'s str>,
+) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::with_capacity(spec.addresses.len());
+    for (a, text) in spec.addresses.iter().enumerate() {
+        let address_path = format!("{path}.addresses[{a}]");
+        let Some(addr) = ctx.errors.check(&address_path, fields::socket_addr(text)) else { continue };
+        match owners.insert(addr, &spec.name) {
+            Some(owner) => ctx.errors.push(address_path, format!("address `{text}` already means service `{owner}`")),
+            None => out.push(addr),
         }
     }
     out

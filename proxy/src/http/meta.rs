@@ -20,6 +20,11 @@ pub struct RequestMeta {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// Where an intercepted connection was going (its `SO_ORIGINAL_DST`): a service's address, which routes a request
+/// whose Host names no service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginalDst(pub std::net::SocketAddr);
+
 /// The downstream peer's verified SPIFFE identity, inserted into every request of an mTLS connection whose client
 /// presented a certificate. Absent: the caller is unauthenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]

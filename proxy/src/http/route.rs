@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri};
 use tokio::sync::watch;
 
-use super::meta::RequestMeta;
+use super::meta::{OriginalDst, RequestMeta};
 use super::stage::{fail, Middleware, ResponseFuture};
 use crate::body::Body;
 use crate::dataplane::Dataplane;
@@ -55,9 +55,11 @@ impl Middleware for RouteStage {
     }
 }
 
+/// By Host (or authority); for an intercepted connection whose Host names no service, by the address it dialed.
 fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<Route>, BoxError> {
-    let authority = super::authority(&head.uri, &head.headers).ok_or_else(|| no_route(head))?;
-    let service = plane.snapshot.service_for(authority).ok_or_else(|| no_route(head))?;
+    let by_host = super::authority(&head.uri, &head.headers).and_then(|a| plane.snapshot.service_for(a));
+    let by_address = || head.extensions.get::<OriginalDst>().and_then(|d| plane.snapshot.service_at(d.0));
+    let service = by_host.or_else(by_address).ok_or_else(|| no_route(head))?;
     service.route_for(head).cloned().ok_or_else(|| no_route(head))
 }
 

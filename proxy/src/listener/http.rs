@@ -17,7 +17,7 @@ use super::{Context, Peer};
 use crate::body::Body;
 use crate::drain;
 use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
-use crate::http::meta::{ClientAddr, PeerIdentity};
+use crate::http::meta::{ClientAddr, OriginalDst, PeerIdentity};
 use crate::http::upgrade::{self, Tunnel};
 use crate::io::Activity;
 use crate::metrics::{ListenerLabels, Name};
@@ -25,6 +25,9 @@ use crate::metrics::{ListenerLabels, Name};
 /// Request extensions every request of a connection carries.
 fn connection_extensions(req: &mut hyper::Request<Body>, peer: &Peer) {
     req.extensions_mut().insert(ClientAddr(peer.addr));
+    if let Some(dst) = peer.original_dst {
+        req.extensions_mut().insert(OriginalDst(dst));
+    }
     if let Some(id) = &peer.identity {
         req.extensions_mut().insert(PeerIdentity(id.clone()));
     }

@@ -76,6 +76,8 @@ struct Peer {
     identity: Option<SpiffeId>,
     /// Said nothing within the detect timeout (so the connection was taken for server-speaks-first TCP).
     silent: bool,
+    /// Where an intercepted (iptables-redirected) connection was going: a service's address.
+    original_dst: Option<SocketAddr>,
 }
 
 async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
@@ -89,6 +91,23 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
     let _open = scopeguard(move || {
         open.dec();
     });
+    // Intercepted outbound: a mesh service's address is proxied; anything else goes where the app sent it.
+    let original_dst = match ctx.direction {
+        Dir::Outbound => crate::redirect::original_dst(&stream),
+        Dir::Inbound => None,
+    };
+    if let Some(dst) = original_dst.filter(|dst| plane.snapshot.service_at(*dst).is_none()) {
+        let conn_labels = ConnLabels { direction: ctx.direction, listener: Name(ctx.name.clone()), protocol: "tcp" };
+        ctx.metrics.accepted.get_or_create(&conn_labels).inc();
+        let activity = Activity::default();
+        let io = Metered::new(
+            stream,
+            ctx.metrics.read_bytes.get_or_create_owned(&labels),
+            ctx.metrics.write_bytes.get_or_create_owned(&labels),
+            activity.clone(),
+        );
+        return opaque::passthrough(io, activity, addr, dst, &ctx, &limits).await;
+    }
     // A TLS listener looks even on opaque ports: mTLS clients speak first.
     let (protocol, prefix) = match listener.protocol {
         ListenerProtocol::Opaque if ctx.tls.is_none() => (Protocol::Opaque, bytes::Bytes::new()),
@@ -110,7 +129,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
         activity.clone(),
     );
     let conn = Conn { ctx: &ctx, listener: &listener, plane: &plane, limits: &limits, activity };
-    let plaintext = Peer { addr, identity: None, silent };
+    let plaintext = Peer { addr, identity: None, silent, original_dst };
     match (&ctx.tls, protocol) {
         (Some(tls), Protocol::Tls) => conn.terminate_tls(io, tls, addr).await,
         (Some(tls), _) if tls.requires_tls() => {
@@ -142,7 +161,7 @@ impl Conn<'_> {
         let Ok(accepted) = crate::tls::accept(io, tls, limits.handshake_timeout, &self.ctx.tls_metrics).await else {
             return;
         };
-        let mut peer = Peer { addr, identity: accepted.identity, silent: false };
+        let mut peer = Peer { addr, identity: accepted.identity, silent: false, original_dst: None };
         let mut stream = accepted.stream;
         // An opaque listener carries bytes whatever the client offers; otherwise ALPN decides, or detection.
         let (protocol, prefix) = match accepted.alpn.as_deref() {

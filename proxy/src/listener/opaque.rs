@@ -48,6 +48,33 @@ where
     }
 }
 
+/// An intercepted connection to a destination the mesh does not know: connected to that destination and spliced,
+/// unchanged (the app sees no difference but the sidecar's byte counts).
+pub(super) async fn passthrough<I>(
+    io: I,
+    activity: crate::io::Activity,
+    peer: std::net::SocketAddr,
+    dst: std::net::SocketAddr,
+    ctx: &super::Context,
+    limits: &attache_config::model::Limits,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let connected = tokio::time::timeout(limits.connect_timeout, tokio::net::TcpStream::connect(dst)).await;
+    let upstream = match connected {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(error)) => {
+            return tracing::debug!(%peer, %dst, listener = %ctx.name, %error, "passthrough connect failed")
+        }
+        Err(_) => return tracing::debug!(%peer, %dst, listener = %ctx.name, "passthrough connect timed out"),
+    };
+    let _ = upstream.set_nodelay(true);
+    match crate::tcp::splice(io, upstream, limits.idle_timeout, activity).await {
+        Ok((tx, rx)) => tracing::debug!(%peer, %dst, listener = %ctx.name, tx, rx, "passthrough connection closed"),
+        Err(error) => tracing::debug!(%peer, %dst, listener = %ctx.name, %error, "passthrough connection ended"),
+    }
+}
+
 /// Resolves when a reload changes the listener's TLS or authorization (or removes it): what admitted the tunnel may
 /// no longer, so it is cut. Other changes leave it alone.
 fn revoked(
