@@ -17,6 +17,7 @@ pub mod collector;
 pub mod faults;
 pub mod mesh;
 pub mod metrics;
+pub mod netns;
 pub mod pki;
 pub mod proxy;
 pub mod server;

@@ -35,6 +35,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 #[must_use]
 pub struct Builder {
     protocol: Protocol,
+    bind: std::net::IpAddr,
     name: String,
     routes: Vec<(Match, Handler)>,
     fallback: Option<Handler>,
@@ -94,7 +95,13 @@ pub fn auto() -> Builder {
 
 impl Builder {
     fn new(protocol: Protocol) -> Self {
-        Self { protocol, name: "mock".into(), routes: Vec::new(), fallback: None }
+        Self {
+            protocol,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            name: "mock".into(),
+            routes: Vec::new(),
+            fallback: None,
+        }
     }
 
     /// Sets the name reported in `x-server-name` and in [`echo`]'s JSON.
@@ -133,9 +140,15 @@ impl Builder {
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving. Panics if binding fails.
+    /// Listens on `ip` (port 0) instead of 127.0.0.1, e.g. the end of a veth pair a test made.
+    pub fn bind_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.bind = ip;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` (or the `bind_ip`) and starts serving. Panics if binding fails.
     pub async fn run(self) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock server");
+        let listener = TcpListener::bind((self.bind, 0)).await.expect("bind mock server");
         let addr = listener.local_addr().expect("mock server address");
         let log = Arc::new(Log::default());
         let routes = Arc::new(Routes {
