@@ -5,13 +5,15 @@
 //! - `stream`: one sidecar's stream (hello, config, ack/nack);
 //! - `registry`: what every sidecar runs (`attache status`);
 //! - `server`: the API (streams, status, canary weights, metrics);
-//! - `cli`: the `attache` commands that talk to it.
+//! - `cli`: the `attache` commands that talk to it;
+//! - `inject`: the sidecar added to Kubernetes workloads (`attache inject`).
 
 #![forbid(unsafe_code)]
 
 pub mod ca;
 pub mod cli;
 pub mod demo;
+pub mod inject;
 pub mod metrics;
 pub mod registry;
 pub mod server;

@@ -58,6 +58,14 @@ enum Command {
     },
     /// A whole mesh on loopback: the control plane, two sidecars, stable and canary services, traffic, a live view.
     Demo(attache_control_plane::demo::DemoArgs),
+    /// Add the sidecar to every workload in Kubernetes YAML (a file, or `-` for stdin); writes the YAML to stdout.
+    Inject {
+        /// The manifests (multi-document YAML), or `-`.
+        #[arg(short = 'f', long = "filename", default_value = "-")]
+        file: PathBuf,
+        #[command(flatten)]
+        options: attache_control_plane::inject::InjectOptions,
+    },
     /// Canary traffic: `canary set reviews reviews-v2=25 reviews-v1=75`, `canary status reviews`.
     Canary {
         #[command(subcommand)]
@@ -117,6 +125,9 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen, ca })))
         }),
         Command::Ca(args) => attache_proxy::certs::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Inject { file, options } => {
+            attache_control_plane::inject::run(&file, &options).map(|()| ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             runtime().and_then(|rt| rt.block_on(attache_control_plane::demo::run(args))).map(|()| ExitCode::SUCCESS)
         }
