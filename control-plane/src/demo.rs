@@ -78,7 +78,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         lifetime: crate::ca::WORKLOAD_LIFETIME,
     };
     let state_dir = Some(dir.join("state"));
-    let cp = ControlPlane { config_dir: config_dir.clone(), state_dir, listen, ca: Some(ca) }.start().await?;
+    let cp =
+        ControlPlane { config_dir: config_dir.clone(), state_dir, listen, ca: Some(ca), inject: Default::default() }
+            .start()
+            .await?;
     let (web, web_follow) = sidecar(&cp, &pki, "web", "web-1", &dir).await?;
     let (reviews, reviews_follow) = sidecar(&cp, &pki, "reviews", "reviews-1", &dir).await?;
     let outbound = web.listener_addr("outbound").context("the client-side sidecar has no outbound listener")?;

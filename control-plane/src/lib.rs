@@ -42,6 +42,8 @@ pub struct ControlPlane {
     pub listen: SocketAddr,
     /// Be the mesh CA and serve the API over mTLS (`None`: plaintext, for development).
     pub ca: Option<ca::CaConfig>,
+    /// What the admission webhook (`POST /inject`) injects.
+    pub inject: inject::InjectOptions,
 }
 
 /// A running control plane; stops when dropped.
@@ -78,7 +80,7 @@ impl ControlPlane {
                 None
             }
         };
-        let api = server::Api { streams, registry: Arc::new(registry), ca };
+        let api = server::Api { streams, registry: Arc::new(registry), ca, inject: self.inject.clone() };
         tasks.push(tokio::spawn(server::serve(tcp, api)));
         let status = store.status();
         tracing::info!(%addr, dir = %self.config_dir.display(), version = status.version, "control plane ready");

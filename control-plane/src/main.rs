@@ -46,6 +46,9 @@ enum Command {
         /// How long workload certificates live (sidecars renew them at two thirds), e.g. `24h`, `30m`.
         #[arg(long, default_value = "24h", value_parser = lifetime)]
         certificate_lifetime: std::time::Duration,
+        /// What the admission webhook (`POST /inject`) injects.
+        #[command(flatten)]
+        inject: attache_control_plane::inject::InjectOptions,
     },
     /// The mesh CA: `ca init --dir D --trust-domain TD`, `ca issue --ca-dir D --spiffe-id ID --out DIR`.
     Ca(attache_proxy::certs::CertsArgs),
@@ -121,8 +124,9 @@ fn main() -> ExitCode {
             bootstrap_token_file,
             admins,
             certificate_lifetime,
+            inject,
         } => ca_config(ca_dir, bootstrap_token_file, admins, certificate_lifetime).and_then(|ca| {
-            runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen, ca })))
+            runtime().and_then(|rt| rt.block_on(serve(ControlPlane { config_dir, state_dir, listen, ca, inject })))
         }),
         Command::Ca(args) => attache_proxy::certs::run(args).map(|()| ExitCode::SUCCESS),
         Command::Inject { file, options } => {

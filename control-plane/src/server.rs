@@ -40,6 +40,8 @@ pub struct Api {
     pub registry: Arc<Registry>,
     /// The mesh CA and the API's mTLS; `None`: plaintext (development).
     pub ca: Option<Arc<Ca>>,
+    /// What the admission webhook (`POST /inject`) injects.
+    pub inject: crate::inject::InjectOptions,
 }
 
 /// Who called: the verified identity of a client certificate, on an mTLS API.
@@ -130,9 +132,26 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, api: &Api, caller: &Cal
             let service = p[CANARY_PATH.len()..].to_owned();
             set_canary(req, &service, api).await
         }
+        (Method::POST, INJECT_PATH) => admission_review(req, api).await,
         (Method::GET, "/metrics") => metrics(&api.registry),
         (Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The admission webhook's path.
+pub const INJECT_PATH: &str = "/inject";
+/// An AdmissionReview holds a whole object (Kubernetes caps objects at about 1.5 MiB), twice on updates.
+const MAX_REVIEW_BODY: usize = 4 * 1024 * 1024;
+
+async fn admission_review(req: Request<Incoming>, api: &Api) -> Response<ApiBody> {
+    let body = match Limited::new(req.into_body(), MAX_REVIEW_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("cannot read the body: {e}\n")),
+    };
+    match crate::inject::webhook::review(&body, &api.inject) {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err(why) => text(StatusCode::BAD_REQUEST, &format!("not an AdmissionReview: {why}\n")),
     }
 }
 

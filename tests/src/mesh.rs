@@ -312,7 +312,13 @@ fn summary(view: &StatusView) -> String {
 async fn start(dir: &Path, listen: SocketAddr, ca: Option<attache_control_plane::ca::CaConfig>) -> ControlPlaneHandle {
     let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
     loop {
-        let cp = ControlPlane { config_dir: dir.to_owned(), state_dir: None, listen, ca: ca.clone() };
+        let cp = ControlPlane {
+            config_dir: dir.to_owned(),
+            state_dir: None,
+            listen,
+            ca: ca.clone(),
+            inject: Default::default(),
+        };
         match cp.start().await {
             Ok(handle) => return handle,
             Err(e) if in_use(&e) && tokio::time::Instant::now() < deadline => {

@@ -4,6 +4,7 @@
 //! went in, so injecting twice changes nothing. Field order is kept; comments are not.
 
 mod pod;
+pub mod webhook;
 
 use anyhow::Context as _;
 use serde::Deserialize as _;
@@ -17,18 +18,27 @@ pub const ANNOTATION_SKIP_INBOUND_PORTS: &str = "attache.dev/skip-inbound-ports"
 pub const ANNOTATION_SKIP_OUTBOUND_PORTS: &str = "attache.dev/skip-outbound-ports";
 pub const ANNOTATION_SKIP_OUTBOUND_CIDRS: &str = "attache.dev/skip-outbound-cidrs";
 
+pub const DEFAULT_IMAGE: &str = "ghcr.io/attache-mesh/attache:0.1.0";
+pub const DEFAULT_CONTROL_PLANE: &str = "attache.attache-system.svc:7070";
+
 /// What the injected sidecar is told.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct InjectOptions {
     /// The image with both binaries (`deploy/Dockerfile`).
-    #[arg(long, default_value = "ghcr.io/attache-mesh/attache:0.1.0")]
+    #[arg(long, default_value = DEFAULT_IMAGE)]
     pub image: String,
     /// The control plane the sidecars follow.
-    #[arg(long, default_value = "attache.attache-system.svc:7070")]
+    #[arg(long = "sidecar-control-plane", default_value = DEFAULT_CONTROL_PLANE)]
     pub control_plane: String,
     /// The UID the proxy runs as (excluded from interception).
     #[arg(long, default_value_t = 1337)]
     pub proxy_uid: u32,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        Self { image: DEFAULT_IMAGE.to_owned(), control_plane: DEFAULT_CONTROL_PLANE.to_owned(), proxy_uid: 1337 }
+    }
 }
 
 /// What happened to one workload.

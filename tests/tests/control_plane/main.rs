@@ -24,6 +24,7 @@ mod identity;
 mod outage;
 mod propagation;
 mod rejection;
+mod webhook;
 
 /// Tests that count this process's file descriptors or time 50 sidecars take this exclusively; every other test
 /// takes it shared, so no other test of this binary opens sockets or adds load meanwhile.
