@@ -90,6 +90,8 @@ async fn run(config: Exporter, mut rx: mpsc::Receiver<Arc<SpanRecord>>, metrics:
         }
     };
     let mut logged_failure = false;
+    // After a failed export, batches are dropped unencoded until this instant: a dead collector costs a counter.
+    let mut resting_until: Option<Instant> = None;
     loop {
         let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
@@ -104,9 +106,14 @@ async fn run(config: Exporter, mut rx: mpsc::Receiver<Arc<SpanRecord>>, metrics:
             }
         }
         let n = batch.len();
-        match send(&client, &uri, &config, &batch).await {
+        if resting_until.is_some_and(|until| Instant::now() < until) {
+            metrics.drop_spans(config.kind, "export_failed", n);
+            continue;
+        }
+        match send(&client, &uri, &config, batch).await {
             Ok(()) => {
                 metrics.exported.get_or_create(&ExporterLabels { exporter: config.kind.as_str() }).inc_by(n as u64);
+                resting_until = None;
                 if logged_failure {
                     tracing::info!(exporter = config.kind.as_str(), endpoint = %uri, "span export recovered");
                     logged_failure = false;
@@ -114,6 +121,7 @@ async fn run(config: Exporter, mut rx: mpsc::Receiver<Arc<SpanRecord>>, metrics:
             }
             Err(error) => {
                 metrics.drop_spans(config.kind, "export_failed", n);
+                resting_until = Some(Instant::now() + config.flush_interval.max(RETRY_AFTER_FAILURE));
                 // Once per outage: a dead collector must not flood the log either.
                 if !logged_failure {
                     tracing::warn!(exporter = config.kind.as_str(), endpoint = %uri, %error, spans = n, "span export failed; dropping spans until it recovers");
@@ -124,16 +132,23 @@ async fn run(config: Exporter, mut rx: mpsc::Receiver<Arc<SpanRecord>>, metrics:
     }
 }
 
+/// How long a failed collector is left alone before the next batch is tried.
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn send(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     uri: &http::Uri,
     config: &Exporter,
-    batch: &[Arc<SpanRecord>],
+    batch: Vec<Arc<SpanRecord>>,
 ) -> Result<(), String> {
-    let body = match config.kind {
-        ExporterKind::Otlp => super::encode::otlp(batch),
-        ExporterKind::Zipkin => super::encode::zipkin(batch),
-    };
+    // Encoding a full batch takes milliseconds: off the workers that serve requests.
+    let kind = config.kind;
+    let body = tokio::task::spawn_blocking(move || match kind {
+        ExporterKind::Otlp => super::encode::otlp(&batch),
+        ExporterKind::Zipkin => super::encode::zipkin(&batch),
+    })
+    .await
+    .map_err(|e| format!("encoding the batch: {e}"))?;
     let req = http::Request::post(uri.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
