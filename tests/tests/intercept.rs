@@ -8,13 +8,19 @@ use attache_tests::netns::{self, Netns};
 use attache_tests::{proxy, server};
 
 const PROXY_UID: &str = "1337";
+// Fixed ports, on purpose: they are the targets of the iptables REDIRECT rules `init` writes (as in a pod), and they
+// are bound only inside the network namespace this test creates, where nothing else listens.
+const OUTBOUND_PORT: u16 = 4140;
+const INBOUND_PORT: u16 = 4143;
+const ADMIN_PORT: u16 = 9901;
+const APP_PORT: u16 = 8080;
 
 fn config(remote: std::net::SocketAddr) -> String {
     format!(
-        r#"admin: {{ address: "0.0.0.0:9901" }}
+        r#"admin: {{ address: "0.0.0.0:{ADMIN_PORT}" }}
 listeners:
-  - {{ name: outbound, address: "127.0.0.1:4140", direction: outbound }}
-  - {{ name: inbound, address: "0.0.0.0:4143", direction: inbound, app: "127.0.0.1:8080" }}
+  - {{ name: outbound, address: "127.0.0.1:{OUTBOUND_PORT}", direction: outbound }}
+  - {{ name: inbound, address: "0.0.0.0:{INBOUND_PORT}", direction: inbound, app: "127.0.0.1:{APP_PORT}" }}
 services:
   - name: remote
     hosts: [remote]
@@ -57,13 +63,24 @@ async fn iptables_interception_sends_the_apps_traffic_through_the_sidecar_both_w
     let binary = binary.to_string_lossy().into_owned();
 
     // The init step, twice: the second run changes nothing.
-    let first = ns
-        .exec_ok(&[&binary, "init", "--proxy-uid", PROXY_UID, "--inbound-ports", "8080"])
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ports = [OUTBOUND_PORT, INBOUND_PORT, APP_PORT, ADMIN_PORT].map(|p| p.to_string());
+    let init = [
+        binary.as_str(),
+        "init",
+        "--proxy-uid",
+        PROXY_UID,
+        "--outbound-port",
+        &ports[0],
+        "--inbound-port",
+        &ports[1],
+        "--inbound-ports",
+        &ports[2],
+        "--skip-inbound-ports",
+        &ports[3],
+    ];
+    let first = ns.exec_ok(&init).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(first.contains("jumps added"), "{first}");
-    let again = ns
-        .exec_ok(&[&binary, "init", "--proxy-uid", PROXY_UID, "--inbound-ports", "8080"])
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let again = ns.exec_ok(&init).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(again.contains("jumps already in place"), "{again}");
     let rules = ns.exec_ok(&["iptables", "-t", "nat", "-S"]).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(rules.matches("-j ATTACHE_OUTPUT").count(), 1, "{rules}");
@@ -71,7 +88,7 @@ async fn iptables_interception_sends_the_apps_traffic_through_the_sidecar_both_w
     // The app and its sidecar, the sidecar as its own UID.
     let _app = ns
         .command(&binary)
-        .args(["echo", "--listen", "127.0.0.1:8080", "--name", "app"])
+        .args(["echo", "--listen", &format!("127.0.0.1:{APP_PORT}"), "--name", "app"])
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let _sidecar = ns
@@ -80,7 +97,7 @@ async fn iptables_interception_sends_the_apps_traffic_through_the_sidecar_both_w
         .arg(&file)
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    let admin = std::net::SocketAddr::from((ns.ns_ip, 9901));
+    let admin = std::net::SocketAddr::from((ns.ns_ip, ADMIN_PORT));
     attache_tests::eventually(Duration::from_secs(20), || async {
         attache_tests::client::http1(admin).get("admin", "/ready").await.is_ok_and(|r| r.status == 200)
     })
@@ -105,7 +122,7 @@ async fn iptables_interception_sends_the_apps_traffic_through_the_sidecar_both_w
     assert!(!other.last_headers().contains_key("x-request-id"), "passed through untouched");
 
     // Inbound to the app's port (the app listens on loopback only): through the inbound listener.
-    let inbound = attache_tests::client::http1(std::net::SocketAddr::from((ns.ns_ip, 8080)))
+    let inbound = attache_tests::client::http1(std::net::SocketAddr::from((ns.ns_ip, APP_PORT)))
         .get("app", "/hi")
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));

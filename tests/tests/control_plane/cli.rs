@@ -4,7 +4,7 @@
 use attache_tests::wait::secs;
 use attache_tests::{mesh, TempDir};
 
-use super::{among_others, api_backends, position, routing, sidecar, sidecars};
+use super::{among_others, api_mesh, position, routing, sidecar, sidecars};
 
 /// A sidecar whose outbound listener address has no port, in block style so the error has an exact position.
 const PORTLESS: &str = r#"sidecars:
@@ -51,12 +51,7 @@ async fn check_prints_file_path_line_and_column_of_every_error_and_summarises_a_
 #[tokio::test(flavor = "multi_thread")]
 async fn status_prints_every_sidecar_and_the_version_it_runs() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let mut cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, mut cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let mut web = mesh::sidecars(&cp, "web", 2, state.path()).await;
     let first = cp.version().await;

@@ -5,7 +5,7 @@
 use attache_tests::wait::{millis, secs};
 use attache_tests::{mesh, TempDir};
 
-use super::{alone, api_backends, routed, routing, sidecars};
+use super::{alone, api_mesh, routed};
 
 const SIDECARS: usize = 10;
 /// Stop, wait a second, start, wait a second: 15 cycles are the 30 s of flapping the issue describes.
@@ -22,12 +22,7 @@ fn open_fds() -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_control_plane_leaks_no_file_descriptors() {
     let _alone = alone().await;
-    let (v1, v2) = api_backends().await;
-    let mut cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (_v1, _v2, mut cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", SIDECARS, state.path()).await;
     let version = cp.version().await;

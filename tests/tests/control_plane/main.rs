@@ -84,6 +84,18 @@ async fn api_backends() -> (Server, Server) {
     (v1, v2)
 }
 
+/// The mesh most tests start from: service `api` routed to `api-v1` (of `api-v1` and `api-v2`, returned to keep them
+/// serving), and sidecar `web` calling it.
+async fn api_mesh() -> (Server, Server, attache_tests::mesh::TestControlPlane) {
+    let (v1, v2) = api_backends().await;
+    let cp = attache_tests::mesh::control_plane()
+        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
+        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
+        .run()
+        .await;
+    (v1, v2, cp)
+}
+
 /// Which backend answered `GET /` for `host` through `sidecar`'s outbound listener; panics unless it is a 200.
 async fn routed(sidecar: &TestProxy, host: &str) -> String {
     let rsp = client::http1(sidecar.outbound()).get(host, "/").await.expect("a request through the sidecar");

@@ -6,7 +6,7 @@ use attache_tests::proxy::TestProxy;
 use attache_tests::wait::secs;
 use attache_tests::{eventually, mesh, proxy, TempDir};
 
-use super::{among_others, api_backends, routed, routing, served_version, sidecar, sidecars};
+use super::{among_others, api_mesh, routed, routing, served_version, sidecar};
 
 /// The sidecar's `attache_control_plane_connected` gauge (1 while its stream is open).
 async fn connected(sidecar: &TestProxy) -> Option<f64> {
@@ -22,12 +22,7 @@ async fn failed_connects(sidecar: &TestProxy) -> f64 {
 async fn sidecars_serve_on_while_the_control_plane_is_down_and_reconnect_when_it_returns() {
     let _shared = among_others().await;
     const N: usize = 5;
-    let (v1, v2) = api_backends().await;
-    let mut cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, mut cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", N, state.path()).await;
     let before = cp.version().await;
@@ -67,12 +62,7 @@ async fn sidecars_serve_on_while_the_control_plane_is_down_and_reconnect_when_it
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sidecar_restarted_while_the_control_plane_is_down_serves_its_saved_copy() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let mut cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, mut cp) = api_mesh().await;
     let state = TempDir::new("attache-web-0");
     let web = proxy::new().follow(cp.addr(), "web", "web-0", state.path()).run().await;
     let first = cp.version().await;
@@ -106,12 +96,7 @@ async fn a_sidecar_restarted_while_the_control_plane_is_down_serves_its_saved_co
 #[tokio::test(flavor = "multi_thread")]
 async fn a_control_plane_restarted_on_a_broken_directory_serves_the_last_good_version() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let mut cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, mut cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", 2, state.path()).await;
     let first = cp.version().await;

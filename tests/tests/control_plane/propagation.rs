@@ -4,19 +4,14 @@
 use attache_tests::wait::secs;
 use attache_tests::{mesh, TempDir};
 
-use super::{alone, api_backends, routed, routing, served_version, sidecars};
+use super::{alone, api_mesh, routed, routing, served_version};
 
 const SIDECARS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_sidecars_ack_an_edit_within_seconds() {
     let _alone = alone().await;
-    let (v1, v2) = api_backends().await;
-    let cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", SIDECARS, state.path()).await;
     let first = cp.version().await;

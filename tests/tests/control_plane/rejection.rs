@@ -8,17 +8,12 @@ use attache_control_plane::cli;
 use attache_tests::wait::secs;
 use attache_tests::{mesh, proxy, server, TempDir};
 
-use super::{among_others, api_backends, position, routed, routing, served_version, sidecar, sidecars};
+use super::{among_others, api_backends, api_mesh, position, routed, routing, served_version, sidecar, sidecars};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_file_is_never_applied_and_fixing_it_publishes_a_new_version() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (v1, v2, cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", 3, state.path()).await;
     let good = cp.version().await;
@@ -70,12 +65,7 @@ async fn an_invalid_file_is_never_applied_and_fixing_it_publishes_a_new_version(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_that_breaks_the_mesh_is_named_and_removing_it_serves_on_unchanged() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (_v1, v2, cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = proxy::new().follow(cp.addr(), "web", "web-0", state.path()).run().await;
     let good = cp.version().await;
@@ -196,12 +186,7 @@ async fn a_config_a_sidecar_cannot_apply_is_nacked_and_it_serves_its_previous_ve
 #[tokio::test(flavor = "multi_thread")]
 async fn sidecars_of_a_service_the_mesh_drops_are_told_so_and_serve_on() {
     let _shared = among_others().await;
-    let (v1, v2) = api_backends().await;
-    let cp = mesh::control_plane()
-        .file("routing.yaml", routing(v1.addr(), v2.addr(), "api-v1"))
-        .file("sidecars.yaml", sidecars(&[("web", &["api"])]))
-        .run()
-        .await;
+    let (_v1, _v2, cp) = api_mesh().await;
     let state = TempDir::new("attache-web");
     let web = mesh::sidecars(&cp, "web", 2, state.path()).await;
     let good = cp.version().await;
