@@ -162,8 +162,12 @@ impl ListenerSet {
         for name in stopping {
             let Some(r) = self.running.remove(&name) else { continue };
             let _ = r.retire.send(true);
-            if let Ok(mut b) = self.bound.lock() {
-                b.remove(&name);
+            // A listener replaced under the same name keeps its entry until the new one overwrites it (with the
+            // same address when its socket is handed over), so lookups never see it missing mid-reload.
+            if !wanted.iter().any(|l| l.name == name) {
+                if let Ok(mut b) = self.bound.lock() {
+                    b.remove(&name);
+                }
             }
             if let Ok(Some(tcp)) = r.task.await {
                 sockets.insert(r.config.address, tcp);
@@ -192,7 +196,12 @@ impl ListenerSet {
                     self.running.insert(l.name.clone(), r);
                 }
                 Err(e) if startup => return Err(e),
-                Err(error) => tracing::error!(listener = %l.name, "{error:#}"),
+                Err(error) => {
+                    tracing::error!(listener = %l.name, "{error:#}");
+                    if let Ok(mut b) = self.bound.lock() {
+                        b.remove(&l.name);
+                    }
+                }
             }
         }
         Ok(())
