@@ -38,9 +38,12 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Watches a body go by: told of every data frame; dropped when the body ends or is dropped.
+/// Watches a body go by: told of every data frame and of a clean end; dropped when the body ends or is dropped.
 pub trait BodyTap: Send + 'static {
     fn data(&mut self, len: usize);
+
+    /// The body was read to its end (not failed, not dropped part-way).
+    fn finished(&mut self) {}
 }
 
 impl std::fmt::Debug for dyn BodyTap {
@@ -80,6 +83,12 @@ impl Body {
     }
 }
 
+fn finish(tap: &mut Option<Box<dyn BodyTap>>) {
+    if let Some(mut t) = tap.take() {
+        t.finished();
+    }
+}
+
 impl Default for Body {
     fn default() -> Self {
         Self::empty()
@@ -109,10 +118,11 @@ impl http_body::Body for Body {
                             t.data(d.len());
                         }
                     }
-                    Some(Err(_)) | None => drop(tap.take()),
+                    Some(Err(_)) => drop(tap.take()),
+                    None => finish(tap),
                 }
                 if inner.is_end_stream() {
-                    drop(tap.take());
+                    finish(tap);
                 }
                 Poll::Ready(frame)
             }

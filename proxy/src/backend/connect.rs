@@ -2,7 +2,6 @@
 //! proves the endpoint's SPIFFE identity before a single request byte is written. A failed handshake is a connect
 //! failure (safe to retry, counted by the breaker) and never falls back to plaintext.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,9 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -85,28 +81,6 @@ impl Connector {
             Ok(Err(e)) => Err((crate::tls::io_reason(&e), e)),
             Err(_) => Err(("timeout", io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))),
         }
-    }
-}
-
-/// The HTTP/1.1 pool's connector.
-impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<Conn>;
-    type Error = ConnectFailed;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectFailed>> + Send + 'static>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.connect(Alpn::Http1).await.map(TokioIo::new) })
-    }
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
     }
 }
 

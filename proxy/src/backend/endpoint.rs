@@ -1,5 +1,5 @@
-//! The endpoint client: connections to one endpoint address, with a connect timeout. HTTP/1.1 uses a pool keyed by
-//! the endpoint itself; HTTP/2 multiplexes every request over one connection. Either way the number of upstream
+//! The endpoint client: connections to one endpoint address, with a connect timeout. HTTP/1.1 uses the endpoint's
+//! keep-alive pool (`h1pool`); HTTP/2 multiplexes every request over one connection. Either way the number of upstream
 //! connections does not depend on what authority clients send, and the request keeps its logical authority
 //! (`Host` for HTTP/1.1, `:authority` for HTTP/2).
 
@@ -13,13 +13,13 @@ use std::time::Duration;
 use attache_config::model::UpstreamProtocol;
 use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http2;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{watch, Mutex};
 
 pub use super::connect::{Conn, Connector};
+use super::h1pool::H1Pool;
 use crate::body::Body;
-use crate::errors::{BoxError, ConnectFailed, Refused, UpstreamFailed};
+use crate::errors::{BoxError, Refused, UpstreamFailed};
 use crate::http::upgrade;
 use crate::tls::Alpn;
 
@@ -35,11 +35,8 @@ pub struct PoolSettings {
 /// A client for one endpoint.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
-    addr: SocketAddr,
     protocol: UpstreamProtocol,
-    /// The pool key of every HTTP/1.1 request to this endpoint.
-    pool_authority: http::uri::Authority,
-    h1: Client<Connector, Body>,
+    h1: Arc<H1Pool>,
     h2: Arc<H2Conn>,
 }
 
@@ -168,19 +165,9 @@ struct Unsent {
 
 impl Endpoint {
     pub fn new(protocol: UpstreamProtocol, pool: PoolSettings, connector: Connector) -> Self {
-        let addr = connector.addr();
-        let h1 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle)
-            .build(connector.clone());
+        let h1 = H1Pool::new(connector.clone(), pool);
         let h2 = Arc::new(H2Conn { connector, sender: Mutex::default() });
-        let pool_authority = http::uri::Authority::try_from(addr.to_string()).unwrap_or_else(|_| {
-            // A SocketAddr always formats as a valid authority; this branch is unreachable in practice.
-            http::uri::Authority::from_static("endpoint")
-        });
-        Self { addr, protocol, pool_authority, h1, h2 }
+        Self { protocol, h1, h2 }
     }
 
     /// How this endpoint is dialled, for opaque TCP.
@@ -207,7 +194,6 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let addr = self.addr;
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
             // `:authority` carries the logical authority; a Host header beside it would be redundant.
@@ -216,19 +202,21 @@ impl tower::Service<Request<Body>> for Endpoint {
             return Box::pin(async move { h2.send(req).await });
         }
         *req.version_mut() = Version::HTTP_11;
-        // The Host header (set by routing) carries the logical authority; the URI names the endpoint, so the pool
-        // has one key per endpoint whatever clients send.
-        let mut parts = req.uri().clone().into_parts();
-        parts.authority = Some(self.pool_authority.clone());
-        if let Ok(uri) = Uri::from_parts(parts) {
+        // The Host header (set by routing) carries the logical authority; the request line is origin-form
+        // (authority-form for CONNECT), as a client talking to the server directly sends it.
+        let target = match (req.method() == http::Method::CONNECT, req.uri().authority(), req.uri().path_and_query()) {
+            (true, Some(authority), _) => Some(Uri::from(authority.clone())),
+            (false, _, Some(path)) => Some(Uri::from(path.clone())),
+            _ => None,
+        };
+        if let Some(uri) = target {
             *req.uri_mut() = uri;
         }
-        let client = self.h1.clone();
+        let pool = self.h1.clone();
         // An HTTP/1 upgrade (WebSocket) is spliced once both sides have switched protocols.
         let downstream_upgrade = upgrade::take(&mut req);
         Box::pin(async move {
-            let rsp = client.request(req).await.map_err(|e| client_error(addr, e))?;
-            let mut rsp = rsp.map(Body::from);
+            let mut rsp = pool.send(req).await?;
             if let Some(down) = downstream_upgrade {
                 upgrade::splice_if_switching(down, &mut rsp);
             }
@@ -257,23 +245,6 @@ fn h2_error(addr: SocketAddr, err: hyper::Error) -> BoxError {
             }
         }
         cur = e.source();
-    }
-    Box::new(UpstreamFailed { addr, source: Box::new(err) })
-}
-
-fn client_error(addr: SocketAddr, err: hyper_util::client::legacy::Error) -> BoxError {
-    use std::error::Error as _;
-    if err.is_connect() {
-        let mut cur = err.source();
-        while let Some(e) = cur {
-            if let Some(cf) = e.downcast_ref::<ConnectFailed>() {
-                let source = std::io::Error::new(cf.source.kind(), cf.source.to_string());
-                return Box::new(ConnectFailed { addr: cf.addr, source });
-            }
-            cur = e.source();
-        }
-        let source = std::io::Error::other(err.to_string());
-        return Box::new(ConnectFailed { addr, source });
     }
     Box::new(UpstreamFailed { addr, source: Box::new(err) })
 }

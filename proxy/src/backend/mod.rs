@@ -9,6 +9,7 @@ mod bulkhead;
 mod connect;
 mod discover;
 pub mod endpoint;
+mod h1pool;
 pub(crate) mod health;
 
 use std::collections::HashMap;
