@@ -2,7 +2,7 @@
 # The data-path benchmark: direct vs attache-proxy vs HAProxy vs nginx on loopback, HTTP/1.1 and h2c, with
 # bench/harness/proxybench.py (throughput, open-loop latency at a fixed rate, CPU per request, RSS).
 #
-#   bench/harness/run.sh setup          # Debian packages (wrk, h2load, haproxy, nginx) and oha
+#   bench/harness/run.sh setup          # Debian packages (wrk, h2load, haproxy, nginx, valgrind) and oha
 #   bench/harness/run.sh [RUNS]         # RUNS (default 3) rounds of every variant, then the median table
 #
 # Each round measures direct, haproxy and nginx beside attaché's `bare` route, then direct beside each other
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 here=bench/harness
 if [ "${1:-}" = setup ]; then
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nghttp2-client haproxy nginx libnginx-mod-stream hey curl util-linux
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nghttp2-client haproxy nginx libnginx-mod-stream hey curl util-linux valgrind
   command -v oha >/dev/null || cargo install oha --locked
   exit 0
 fi
@@ -25,12 +25,13 @@ out=$here/results/$(date -u +%Y%m%dT%H%M%S)
 mkdir -p "$out"
 for round in $(seq 1 "$runs"); do
   for variant in $variants; do
-    targets=direct
-    [ "$variant" = bare ] && targets=direct,haproxy,nginx
+    targets=direct sweep=""
+    # The bare round also spreads the fixed rate over 10, 100 and 1,000 connections (single-core p99 flatness).
+    [ "$variant" = bare ] && targets=direct,haproxy,nginx sweep="--conn-sweep ${SWEEP:-10,100,1000}"
     python3 $here/proxybench.py --targets "$targets" --out "$out/$variant" \
       --proxy-name "attache-$variant" --proxy-port 18190 --proxy-h2-port 18191 \
       --proxy-cmd "$here/attache.sh $variant {port} {h2_port} {upstream} {upstream_h2} {workdir}" \
-      ${BENCH_ARGS:-}
+      $sweep ${BENCH_ARGS:-}
   done
 done
 for variant in $variants; do
