@@ -5,8 +5,9 @@
 #   bench/harness/allocs.sh [VARIANT]     # VARIANT of attache.sh (default bare); needs valgrind, nginx, oha
 #
 # The proxy runs under `valgrind --tool=dhat` twice per protocol (heap mode, then copy mode), serving N1 and N2
-# requests; (count(N2) - count(N1)) / (N2 - N1) removes start-up and shutdown. The backend is nginx with a 64-byte
-# body; requests are plain GETs over 4 keep-alive connections.
+# requests; (count(N2) - count(N1)) / (N2 - N1) removes start-up and shutdown. The backend is nginx serving a file of
+# BODY_BYTES (default 64); requests are plain GETs over 4 keep-alive connections. Comparing BODY_BYTES=64 with
+# BODY_BYTES=65536 shows whether body bytes are copied on the way through (they should not be).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=bench/harness
@@ -16,8 +17,8 @@ bin=${ATTACHE_PROXY:-$PWD/target/release/attache-proxy}
 [ -x "$bin" ] || cargo build --release --locked -p attache-proxy
 work=$(mktemp -d /tmp/attache-allocs.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
-mkdir -p "$work"/{cb,pt,ft,ut,st}
-body=$(printf 'x%.0s' $(seq 63))
+mkdir -p "$work"/{cb,pt,ft,ut,st,www}
+head -c "${BODY_BYTES:-64}" /dev/zero | tr '\0' x >"$work/www/body"
 cat > "$work/backend.conf" <<CONF
 worker_processes 1; pid $work/backend.pid; error_log $work/backend.err warn; daemon on;
 events { worker_connections 1024; }
@@ -25,8 +26,8 @@ http {
   access_log off; default_type text/plain; keepalive_requests 10000000;
   client_body_temp_path $work/cb; proxy_temp_path $work/pt; fastcgi_temp_path $work/ft;
   uwsgi_temp_path $work/ut; scgi_temp_path $work/st;
-  server { listen 127.0.0.1:18480; location / { return 200 "$body"; } }
-  server { listen 127.0.0.1:18481 http2; location / { return 200 "$body"; } }
+  server { listen 127.0.0.1:18480; root $work/www; location / { try_files /body =404; } }
+  server { listen 127.0.0.1:18481 http2; root $work/www; location / { try_files /body =404; } }
 }
 CONF
 nginx -c "$work/backend.conf" -p "$work"
@@ -54,7 +55,7 @@ count() {
 
 per() { python3 -c "print(f'{($2 - $1) / ($n2 - $n1):.1f}')"; }
 
-echo "## $variant: per request, over $((n2 - n1)) requests (valgrind DHAT)"
+echo "## $variant, ${BODY_BYTES:-64}-byte response body: per request, over $((n2 - n1)) requests (valgrind DHAT)"
 echo
 echo "| proto | heap allocations | heap bytes allocated | copies (memcpy/memmove) | bytes copied |"
 echo "|---|---|---|---|---|"
