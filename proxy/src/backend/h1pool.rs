@@ -41,6 +41,12 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    fn usable(&self, fresh_since: Option<Instant>) -> bool {
+        !self.sender.is_closed() && fresh_since.is_none_or(|limit| self.since > limit)
+    }
+}
+
 impl H1Pool {
     pub fn new(connector: Connector, settings: PoolSettings) -> Arc<Self> {
         Arc::new(Self { connector, settings, idle: Mutex::default(), reaping: AtomicBool::new(false) })
@@ -55,8 +61,8 @@ impl H1Pool {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
-            // A pooled connection may still be finishing its last exchange; one that is closing fails here, before
-            // the request touched it (and the next idle one is tried; the stack is finite).
+            // A fresh connection finishes its handshake here; one that is closing fails here, before the request
+            // touched it (a pooled one: the next idle one is tried; the stack is finite).
             if let Err(error) = sender.ready().await {
                 tracing::debug!(%addr, %error, pooled, "HTTP/1.1 upstream connection closed before use");
                 if !pooled {
@@ -84,16 +90,18 @@ impl H1Pool {
         }
     }
 
-    /// The most recently used idle connection that is still open and within the idle timeout.
+    /// The most recently used idle connection that is open, within the idle timeout and ready for a request now.
+    /// One not ready yet stays (hyper is still finishing its last exchange, e.g. a request body the server answered
+    /// early): a request never waits behind another request's upload.
     fn checkout(&self) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock().ok()?;
-        let fresh_since = Instant::now().checked_sub(self.settings.idle_timeout);
-        while let Some(Idle { sender, since }) = idle.pop_back() {
-            if !sender.is_closed() && fresh_since.is_none_or(|limit| since > limit) {
-                return Some(sender);
-            }
+        let fresh_since = self.fresh_since();
+        // Closed or expired connections on top go at once; the reaper takes those further down.
+        while idle.back().is_some_and(|i| !i.usable(fresh_since)) {
+            idle.pop_back();
         }
-        None
+        let ready = idle.iter().rposition(|i| i.usable(fresh_since) && i.sender.is_ready())?;
+        idle.remove(ready).map(|i| i.sender)
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<Body>, BoxError> {
@@ -150,14 +158,19 @@ impl H1Pool {
     /// Drops idle connections past the idle timeout; `false` once none are left (the reaper then stops).
     fn expire(&self) -> bool {
         let Ok(mut idle) = self.idle.lock() else { return false };
-        let fresh_since = Instant::now().checked_sub(self.settings.idle_timeout);
-        idle.retain(|i| !i.sender.is_closed() && fresh_since.is_none_or(|limit| i.since > limit));
+        let fresh_since = self.fresh_since();
+        idle.retain(|i| i.usable(fresh_since));
         if idle.is_empty() {
             // Under the lock, so a connection put back now sees the flag down and starts a new reaper.
             self.reaping.store(false, Ordering::Release);
             return false;
         }
         true
+    }
+
+    /// Connections idle since before this have expired (`None`: the process is younger than the idle timeout).
+    fn fresh_since(&self) -> Option<Instant> {
+        Instant::now().checked_sub(self.settings.idle_timeout)
     }
 
     #[cfg(test)]
