@@ -202,6 +202,12 @@ impl tower::Service<Request<Body>> for Endpoint {
             return Box::pin(async move { h2.send(req).await });
         }
         *req.version_mut() = Version::HTTP_11;
+        // HTTP/1.1 requires Host; routing sets it, but a route filter may have removed it.
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         // The Host header (set by routing) carries the logical authority; the request line is origin-form
         // (authority-form for CONNECT), as a client talking to the server directly sends it.
         let target = match (req.method() == http::Method::CONNECT, req.uri().authority(), req.uri().path_and_query()) {

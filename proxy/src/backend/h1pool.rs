@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::connect::Connector;
 use super::endpoint::PoolSettings;
 use crate::body::{Body, BodyTap};
-use crate::errors::{BoxError, Refused, UpstreamFailed};
+use crate::errors::{BoxError, ConnectFailed, Refused, UpstreamFailed};
 use crate::tls::Alpn;
 
 /// How many fresh connections a request that came back unsent may try before it is refused upward.
@@ -65,22 +65,22 @@ impl H1Pool {
             // touched it (a pooled one: the next idle one is tried; the stack is finite).
             if let Err(error) = sender.ready().await {
                 tracing::debug!(%addr, %error, pooled, "HTTP/1.1 upstream connection closed before use");
-                if !pooled {
-                    if redials == UNSENT_REDIALS {
-                        return Err(Box::new(Refused { addr, source: Box::new(error) }));
-                    }
-                    redials += 1;
+                if pooled {
+                    continue;
                 }
-                continue;
+                return Err(dropped_at_once(addr, error));
             }
-            let unsent = match sender.try_send_request(req).await {
+            let (error, unsent) = match sender.try_send_request(req).await {
                 Ok(rsp) => return Ok(self.track(rsp, sender)),
                 Err(mut err) => match err.take_message() {
                     Some(unsent) => (err.into_error(), unsent),
                     None => return Err(Box::new(UpstreamFailed { addr, source: Box::new(err.into_error()) })),
                 },
             };
-            let (error, unsent) = unsent;
+            if !pooled {
+                return Err(dropped_at_once(addr, error));
+            }
+            // A kept-alive connection the server was closing as the request went out: another one may take it.
             if redials == UNSENT_REDIALS {
                 return Err(Box::new(Refused { addr, source: Box::new(error) }));
             }
@@ -177,6 +177,13 @@ impl H1Pool {
     fn idle_count(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
+}
+
+/// A fresh connection that closed before the request could be sent: the endpoint accepts and drops connections (a
+/// dying process, a TLS peer rejecting our certificate after the handshake), which is a connect failure: safe to
+/// retry, since nothing was sent, and counted by the breaker (a `Refused` would not be).
+fn dropped_at_once(addr: std::net::SocketAddr, error: hyper::Error) -> BoxError {
+    Box::new(ConnectFailed { addr, source: std::io::Error::other(error) })
 }
 
 /// Expires idle connections every half idle timeout while there are any, so a quiet endpoint holds none for longer

@@ -115,3 +115,19 @@ async fn idle_connections_expire_and_the_next_request_dials_again() {
     read(pool.send(get(http::Method::GET)).await.unwrap()).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn an_endpoint_that_drops_every_connection_is_a_connect_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            drop(tcp);
+        }
+    });
+    let err = new_pool(addr, 8).send(get(http::Method::GET)).await.unwrap_err();
+    // Never `Refused`, which the breaker ignores: a connect failure when hyper saw the close before writing (safe to
+    // retry), an upstream failure when the request was already written; the breaker counts both.
+    assert!(!err.is::<crate::errors::Refused>(), "{err}");
+    assert!(err.is::<crate::errors::ConnectFailed>() || err.is::<crate::errors::UpstreamFailed>(), "{err}");
+}
