@@ -19,8 +19,29 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) {
     }
 }
 
+/// The runtime: `ATTACHE_WORKERS` threads (default: the cores this process may run on, which counts CPU affinity
+/// and cgroup quotas). One worker gets tokio's single-threaded scheduler, as a one-core sidecar should: no
+/// cross-thread queues or atomics per wake-up (about 10% of the CPU per request, BENCHMARKS.md).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    let workers = workers(std::env::var("ATTACHE_WORKERS").ok().as_deref())?;
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+fn workers(setting: Option<&str>) -> anyhow::Result<usize> {
+    match setting.map(str::trim) {
+        None | Some("") => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => anyhow::bail!("ATTACHE_WORKERS={s:?}: expected a number of threads from 1 to 1024"),
+        },
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -33,5 +54,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workers;
+
+    #[test]
+    fn workers_default_to_the_cores_and_reject_nonsense() {
+        assert!(workers(None).unwrap() >= 1);
+        assert!(workers(Some("")).unwrap() >= 1);
+        assert_eq!(workers(Some(" 2 ")).unwrap(), 2);
+        for bad in ["0", "-1", "many", "100000"] {
+            let err = workers(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("ATTACHE_WORKERS"), "{err}");
+        }
     }
 }

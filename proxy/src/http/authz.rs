@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use super::meta::PeerIdentity;
 use super::route::Target;
-use super::stage::{fail, Middleware, ResponseFuture};
+use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BoxError, Forbidden};
 use crate::metrics::Name;
@@ -75,7 +75,7 @@ pub fn decide(
 }
 
 impl Middleware for Authorize {
-    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
@@ -99,6 +99,6 @@ impl Middleware for Authorize {
                 req.headers_mut().insert(PEER_IDENTITY_HEADER, value);
             }
         }
-        Box::pin(next.call(req))
+        StageFuture::next(next.call(req))
     }
 }

@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 
 use super::meta::RequestMeta;
 use super::route::Target;
-use super::stage::{Middleware, ResponseFuture};
+use super::stage::{Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::BoxError;
 use crate::metrics::Name;
@@ -109,19 +109,19 @@ impl std::fmt::Debug for FaultInjection {
 }
 
 impl Middleware for FaultInjection {
-    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
         let injected = req.extensions().get::<Target>().and_then(|t| self.roll(&t.route, req.headers()));
-        let Some(Injected { delay, abort, kind }) = injected else { return Box::pin(next.call(req)) };
+        let Some(Injected { delay, abort, kind }) = injected else { return StageFuture::next(next.call(req)) };
         if let Some(meta) = RequestMeta::of(&req) {
             let _ = meta.fault.set(kind);
         }
         tracing::debug!(fault = kind, "fault injected");
         match abort {
-            Some(abort) => Box::pin(async move {
+            Some(abort) => StageFuture::boxed(async move {
                 if let Some(delay) = delay {
                     tokio::time::sleep(delay).await;
                 }
@@ -131,7 +131,7 @@ impl Middleware for FaultInjection {
                 // The stages below do their work when polled, so nothing is sent before the delay ends.
                 let fut = next.call(req);
                 let delay = delay.unwrap_or_default();
-                Box::pin(async move {
+                StageFuture::boxed(async move {
                     tokio::time::sleep(delay).await;
                     let mut rsp = fut.await?;
                     rsp.headers_mut().insert(FAULT_HEADER, HeaderValue::from_static(kind));

@@ -4,7 +4,7 @@ use attache_config::model::HeaderFilter;
 use http::{HeaderMap, Request, Response, Uri};
 
 use super::route::Target;
-use super::stage::{fail, Middleware, ResponseFuture};
+use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError};
 
@@ -13,17 +13,17 @@ use crate::errors::{BadRequest, BoxError};
 pub struct Filters;
 
 impl Middleware for Filters {
-    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
         let Some(target) = req.extensions().get::<Target>() else {
-            return Box::pin(next.call(req));
+            return StageFuture::next(next.call(req));
         };
         let (route, rewritten) = (target.route.clone(), target.rewritten_path.clone());
         if route.filters == Default::default() {
-            return Box::pin(next.call(req));
+            return StageFuture::next(next.call(req));
         }
         if let Some(path) = rewritten {
             if let Err(e) = set_path(&mut req, &path) {
@@ -32,7 +32,7 @@ impl Middleware for Filters {
         }
         apply(&route.filters.request_headers, req.headers_mut());
         let fut = next.call(req);
-        Box::pin(async move {
+        StageFuture::boxed(async move {
             let mut rsp = fut.await?;
             apply(&route.filters.response_headers, rsp.headers_mut());
             Ok(rsp)

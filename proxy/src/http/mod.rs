@@ -1,6 +1,7 @@
 //! The HTTP pipelines. Each direction is one top-down `ServiceBuilder` (first layer = outermost); read
 //! `outbound` and `inbound` to see the whole path a request takes.
 
+pub mod admit;
 pub mod authz;
 pub mod budget;
 pub mod fault;
@@ -61,8 +62,7 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_con
         // Framing rules and hop-by-hop hygiene before anything reads headers.
         .layer(StageLayer(strict::Strict { inbound: false }))
         // A fast 503 instead of an unbounded queue when the listener is saturated.
-        .layer(tower::load_shed::LoadShedLayer::new())
-        .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
+        .layer(StageLayer(admit::Admit::new(max_concurrent)))
         // The only reader of the config: one request sees one snapshot.
         .layer(StageLayer(route::RouteStage { plane, inbound: None }))
         // The route's rate limit, before anything is spent on the request.
@@ -98,9 +98,8 @@ pub fn inbound(
         .layer(rescue::RescueLayer)
         // Framing rules and hop-by-hop hygiene before the app sees anything; client x-attache-* headers dropped.
         .layer(StageLayer(strict::Strict { inbound: true }))
-        // Shed load instead of queueing it.
-        .layer(tower::load_shed::LoadShedLayer::new())
-        .layer(tower::limit::ConcurrencyLimitLayer::new(max_concurrent))
+        // Shed load instead of queueing it (503).
+        .layer(StageLayer(admit::Admit::new(max_concurrent)))
         // The listener's app is the only route.
         .layer(StageLayer(route::RouteStage { plane, inbound: Some(listener) }))
         // Who may call, from the mTLS peer identity; the app learns the verified identity from a header.

@@ -74,9 +74,14 @@ where
         req.extensions_mut().insert(meta.clone());
         req.extensions_mut().insert(hop.clone());
         let span = tracing::info_span!("request", trace_id = %hop.trace_id(), span_id = %hop.span_id());
+        // The access log line and the span are the only readers of what follows; with both off, nothing is kept.
+        let logged = tracing::enabled!(target: "attache::access", tracing::Level::INFO) || hop.recording();
         let (method, version) = (req.method().clone(), req.version());
-        let authority = super::authority_of(&req).unwrap_or_default().to_owned();
-        let path = req.uri().path().to_owned();
+        let (authority, path) = if logged {
+            (super::authority_of(&req).unwrap_or_default().to_owned(), req.uri().path().to_owned())
+        } else {
+            (String::new(), String::new())
+        };
         let (metrics, direction) = (self.metrics.clone(), self.direction);
         let fut = span.in_scope(|| self.inner.call(req));
         let observed = async move {
@@ -104,6 +109,9 @@ where
                 exemplar,
                 None,
             );
+            if !logged {
+                return Ok(rsp);
+            }
             let error = rsp.headers().get(super::rescue::ERROR_HEADER).and_then(|v| v.to_str().ok());
             let log = AccessLog {
                 direction,

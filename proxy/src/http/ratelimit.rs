@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 
 use super::rescue::ERROR_HEADER;
 use super::route::Target;
-use super::stage::{fail, Middleware, ResponseFuture};
+use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::BoxError;
 use crate::metrics::{Dir, Name};
@@ -103,22 +103,22 @@ impl RateLimit {
 }
 
 impl Middleware for RateLimit {
-    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
         let decision = {
-            let Some(target) = req.extensions().get::<Target>() else { return Box::pin(next.call(req)) };
+            let Some(target) = req.extensions().get::<Target>() else { return StageFuture::next(next.call(req)) };
             let Some(limiter) = self.limiters.get(self.direction, &target.route) else {
-                return Box::pin(next.call(req));
+                return StageFuture::next(next.call(req));
             };
             let decision = limiter.acquire(&req);
             self.metrics.record(self.direction, &target.route, &decision);
             decision
         };
         match decision {
-            Decision::Allowed => Box::pin(next.call(req)),
+            Decision::Allowed => StageFuture::next(next.call(req)),
             Decision::Limited(err) => {
                 tracing::debug!(retry_after = ?err.retry_after, "rate limited");
                 fail(err)
@@ -126,7 +126,7 @@ impl Middleware for RateLimit {
             Decision::Queued { until, place } => {
                 // The stages below do their work when polled, so nothing is sent before the wait ends.
                 let fut = next.call(req);
-                Box::pin(async move {
+                StageFuture::boxed(async move {
                     tokio::time::sleep_until(until).await;
                     drop(place);
                     fut.await

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use tokio::sync::watch;
 
 use super::meta::{OriginalDst, RequestMeta};
-use super::stage::{fail, Middleware, ResponseFuture};
+use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::dataplane::Dataplane;
 use crate::errors::{BadRequest, BoxError, NoRoute};
@@ -31,7 +31,7 @@ pub struct RouteStage {
 }
 
 impl Middleware for RouteStage {
-    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
@@ -51,7 +51,7 @@ impl Middleware for RouteStage {
         }
         let rewritten_path = route.rewritten_path(&head);
         head.extensions.insert(Target { plane, route, rewritten_path });
-        Box::pin(next.call(Request::from_parts(head, body)))
+        StageFuture::next(next.call(Request::from_parts(head, body)))
     }
 }
 

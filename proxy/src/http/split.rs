@@ -55,11 +55,12 @@ impl tower::Service<Request<Body>> for Split {
             meta.set_backend(&chosen.name);
         }
         let mut req = req;
-        // Outbound, each attempt is its own child span of the hop, and the upstream is told that span.
+        // Outbound, each attempt is its own child span of the hop, and the upstream is told that span. A span that
+        // will not be exported gets no child: the upstream is told the hop's span, written when the hop started.
         let attempt = req
             .extensions()
             .get::<Arc<Hop>>()
-            .filter(|hop| hop.direction == Dir::Outbound)
+            .filter(|hop| hop.direction == Dir::Outbound && hop.recording())
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));
         let backend_name = chosen.name.clone();

@@ -1,5 +1,10 @@
 //! One generic tower middleware for the pipeline's request-scoped stages: a stage is just its logic (`Middleware`),
 //! and `StageLayer` / `Stage` supply the `Layer` and `Service` plumbing once for all of them.
+//!
+//! A stage answers with a `StageFuture`: the next stage's own future when it only looked at or changed the request
+//! (most requests through most stages), that future with a plain function over its response, a failure, or, for
+//! the stages that wait (delays, deadlines, queues), a boxed future. So a request pays one allocation per stage
+//! that actually does something after the call, not one per stage.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,10 +19,71 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Box
 
 /// What a stage does with one request, given the next service.
 pub trait Middleware: Clone + Send + Sync + 'static {
-    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static;
+}
+
+pin_project_lite::pin_project! {
+    /// A stage's answer (see the module docs).
+    #[project = StageProj]
+    pub enum StageFuture<F> {
+        /// The next stage's future, as it is.
+        Next { #[pin] next: F },
+        /// The next stage's future; its response passed through `map`.
+        Map { #[pin] next: F, map: fn(&mut Response<Body>) },
+        /// The next stage's future, holding an admission slot until it ends.
+        Admitted { #[pin] next: F, slot: super::admit::Slot },
+        /// Refused before the next stage was called.
+        Failed { err: Option<BoxError> },
+        /// Anything else.
+        Boxed { fut: ResponseFuture },
+    }
+}
+
+impl<F> StageFuture<F> {
+    pub fn next(next: F) -> Self {
+        Self::Next { next }
+    }
+
+    pub fn map(next: F, map: fn(&mut Response<Body>)) -> Self {
+        Self::Map { next, map }
+    }
+
+    pub fn admitted(next: F, slot: super::admit::Slot) -> Self {
+        Self::Admitted { next, slot }
+    }
+
+    pub fn boxed(fut: impl Future<Output = Result<Response<Body>, BoxError>> + Send + 'static) -> Self {
+        Self::Boxed { fut: Box::pin(fut) }
+    }
+}
+
+/// A stage's answer that fails at once.
+pub fn fail<F>(err: impl Into<BoxError>) -> StageFuture<F> {
+    StageFuture::Failed { err: Some(err.into()) }
+}
+
+impl<F> Future for StageFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            StageProj::Next { next } | StageProj::Admitted { next, .. } => next.poll(cx),
+            StageProj::Map { next, map } => next.poll(cx).map_ok(|mut rsp| {
+                map(&mut rsp);
+                rsp
+            }),
+            StageProj::Failed { err } => {
+                Poll::Ready(Err(err.take().unwrap_or_else(|| "stage future polled after it failed".into())))
+            }
+            StageProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
 }
 
 /// Wraps a service with a `Middleware`.
@@ -45,19 +111,13 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = StageFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         self.stage.call(req, &mut self.inner)
     }
-}
-
-/// A future that fails at once.
-pub fn fail(err: impl Into<BoxError>) -> ResponseFuture {
-    let err = err.into();
-    Box::pin(async move { Err(err) })
 }

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 
 use super::h1_guard::HeadVerdict;
-use super::stage::{fail, Middleware, ResponseFuture};
+use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError, Unsupported};
 
@@ -35,7 +35,7 @@ pub struct Strict {
 }
 
 impl Middleware for Strict {
-    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, mut req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
@@ -48,14 +48,13 @@ impl Middleware for Strict {
         if self.inbound {
             strip_own_headers(req.headers_mut());
         }
-        let fut = next.call(req);
-        Box::pin(async move {
-            let mut rsp = fut.await?;
-            let switching = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-            strip_hop_by_hop(rsp.headers_mut(), switching);
-            Ok(rsp)
-        })
+        StageFuture::map(next.call(req), strip_response)
     }
+}
+
+fn strip_response(rsp: &mut Response<Body>) {
+    let switching = rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(rsp.headers_mut(), switching);
 }
 
 /// The request-framing rules hyper does not enforce itself.

@@ -3,7 +3,7 @@
 use http::{Request, Response};
 
 use super::route::Target;
-use super::stage::{Middleware, ResponseFuture};
+use super::stage::{Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BoxError, RequestTimeout};
 
@@ -12,14 +12,14 @@ use crate::errors::{BoxError, RequestTimeout};
 pub struct RouteTimeout;
 
 impl Middleware for RouteTimeout {
-    fn call<S>(&self, req: Request<Body>, next: &mut S) -> ResponseFuture
+    fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
         let deadline = req.extensions().get::<Target>().map(|t| t.route.timeout);
         let fut = next.call(req);
-        Box::pin(async move {
+        StageFuture::boxed(async move {
             match deadline {
                 Some(d) => tokio::time::timeout(d, fut).await.map_err(|_| RequestTimeout(d))?,
                 None => fut.await,
