@@ -21,7 +21,7 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) {
 
 /// The runtime: `ATTACHE_WORKERS` threads (default: the cores this process may run on, which counts CPU affinity
 /// and cgroup quotas). One worker gets tokio's single-threaded scheduler, as a one-core sidecar should: no
-/// cross-thread queues or atomics per wake-up (about 10% of the CPU per request, BENCHMARKS.md).
+/// cross-thread queues or atomics per wake-up (BENCHMARKS.md has the A/B).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let workers = workers(std::env::var("ATTACHE_WORKERS").ok().as_deref())?;
     let mut builder = if workers == 1 {

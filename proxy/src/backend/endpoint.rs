@@ -197,7 +197,13 @@ impl tower::Service<Request<Body>> for Endpoint {
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
             // `:authority` carries the logical authority; a Host header beside it would be redundant.
-            req.headers_mut().remove(http::header::HOST);
+            let host = req.headers_mut().remove(http::header::HOST);
+            if req.uri().authority().is_none() {
+                match absolute(req.uri(), host.as_ref()) {
+                    Ok(uri) => *req.uri_mut() = uri,
+                    Err(e) => return Box::pin(async move { Err(e) }),
+                }
+            }
             let h2 = self.h2.clone();
             return Box::pin(async move { h2.send(req).await });
         }
@@ -229,6 +235,15 @@ impl tower::Service<Request<Body>> for Endpoint {
             Ok(rsp)
         })
     }
+}
+
+/// `http://host/path` for an origin-form request going out as HTTP/2 (`:scheme`, `:authority`, `:path`).
+fn absolute(uri: &Uri, host: Option<&http::HeaderValue>) -> Result<Uri, BoxError> {
+    let invalid = || crate::errors::BadRequest { reason: "invalid authority" };
+    let host = host.ok_or(crate::errors::BadRequest { reason: "no authority or Host" })?;
+    let authority = http::uri::Authority::try_from(host.as_bytes()).map_err(|_| invalid())?;
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Ok(Uri::builder().scheme("http").authority(authority).path_and_query(path).build().map_err(|_| invalid())?)
 }
 
 /// A stream the server refused, or left unprocessed when it went away, or one dropped unsent because its connection

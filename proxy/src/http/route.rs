@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use attache_config::model::Route;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use tokio::sync::watch;
 
 use super::meta::{OriginalDst, RequestMeta};
@@ -42,7 +42,7 @@ impl Middleware for RouteStage {
             Some(listener) => plane.inbound.get(listener).cloned().ok_or_else(|| no_route(&head)),
             None => find_route(&plane, &head),
         };
-        let route = match routed.and_then(|r| absolute_uri(&mut head).map(|()| r)) {
+        let route = match routed.and_then(|r| check_authority(&mut head).map(|()| r)) {
             Ok(route) => route,
             Err(e) => return fail(e),
         };
@@ -67,24 +67,22 @@ fn no_route(head: &Parts) -> BoxError {
     NoRoute { host: super::authority(&head.uri, &head.headers).unwrap_or("").to_owned() }.into()
 }
 
-/// The upstream client needs `http://authority/path`; origin-form requests take the authority from `Host`. Host is
-/// then set to that authority (RFC 9112 3.2.2: a proxy replaces Host with the target's authority), so the upstream
-/// sees the name the request was routed by.
-fn absolute_uri(head: &mut Parts) -> Result<(), BoxError> {
-    if head.uri.authority().is_none() || head.uri.scheme().is_none() {
-        let authority =
-            super::authority(&head.uri, &head.headers).ok_or(BadRequest { reason: "no authority or Host" })?;
-        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        head.uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| BadRequest { reason: "invalid authority" })?;
-    }
-    if let Some(authority) = head.uri.authority() {
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| BadRequest { reason: "invalid authority" })?;
-        head.headers.insert(http::header::HOST, host);
+/// The request must name its authority, and `Host` then names the one it was routed by: a request that carried an
+/// authority in its target (HTTP/2, absolute-form) gets Host replaced with it (RFC 9112 3.2.2: a proxy replaces
+/// Host with the target's authority); an origin-form request's Host must be a valid authority. The target itself is
+/// left as it came: HTTP/1.1 upstreams are sent origin-form, HTTP/2 ones get `:authority` from Host
+/// (`backend::endpoint`), so nothing is built here that one of them would take apart again.
+fn check_authority(head: &mut Parts) -> Result<(), BoxError> {
+    let invalid = || BadRequest { reason: "invalid authority" };
+    match head.uri.authority() {
+        Some(authority) => {
+            let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())?;
+            head.headers.insert(http::header::HOST, host);
+        }
+        None => {
+            let host = head.headers.get(http::header::HOST).ok_or(BadRequest { reason: "no authority or Host" })?;
+            http::uri::Authority::try_from(host.as_bytes()).map_err(|_| invalid())?;
+        }
     }
     Ok(())
 }
