@@ -38,6 +38,10 @@ services:
             add: [{{ name: x-rsp-add, value: by-proxy }}]
             remove: [x-rsp-remove]
         backends: [{{ name: echo }}]
+      - name: no-host
+        match: [{{ path: {{ prefix: /no-host }} }}]
+        filters: {{ request_headers: {{ remove: [host] }} }}
+        backends: [{{ name: echo }}]
       - name: rewrite
         match: [{{ path: {{ prefix: /api }} }}]
         filters: {{ rewrite: {{ path_prefix: /v2 }} }}
@@ -157,6 +161,17 @@ async fn request_headers_are_set_added_and_removed() {
     assert_eq!(headers["x-set"], serde_json::json!(["by-proxy"]), "{headers}");
     assert_eq!(headers["x-add"], serde_json::json!(["by-proxy"]), "{headers}");
     assert_eq!(backends.echo.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_filter_removing_host_leaves_the_upstream_the_routed_authority() {
+    let (backends, proxy) = setup().await;
+    let rsp =
+        client::curl().url(format!("http://{}/no-host", proxy.outbound())).header("Host", "api").run().await.unwrap();
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let headers = rsp.json()["headers"].clone();
+    assert_eq!(headers["host"], serde_json::json!(["api"]), "{headers}");
+    assert_eq!(backends.echo.requests(), 1);
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ pub use super::connect::{Conn, Connector};
 use super::h1pool::H1Pool;
 use crate::body::Body;
 use crate::errors::{BoxError, Refused, UpstreamFailed};
+use crate::http::route::Target;
 use crate::http::upgrade;
 use crate::tls::Alpn;
 
@@ -194,12 +195,14 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // The authority the request was routed by (Host, unless a route filter changed or removed it since).
+        let routed = req.extensions().get::<Target>().and_then(|t| t.authority.clone());
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
-            // `:authority` carries the logical authority; a Host header beside it would be redundant.
+            // `:authority` carries the routed authority; a Host header beside it would be redundant.
             let host = req.headers_mut().remove(http::header::HOST);
             if req.uri().authority().is_none() {
-                match absolute(req.uri(), host.as_ref()) {
+                match absolute(req.uri(), routed.or(host).as_ref()) {
                     Ok(uri) => *req.uri_mut() = uri,
                     Err(e) => return Box::pin(async move { Err(e) }),
                 }
@@ -210,7 +213,8 @@ impl tower::Service<Request<Body>> for Endpoint {
         *req.version_mut() = Version::HTTP_11;
         // HTTP/1.1 requires Host; routing sets it, but a route filter may have removed it.
         if !req.headers().contains_key(http::header::HOST) {
-            if let Some(host) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
+            let from_uri = || req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+            if let Some(host) = routed.or_else(from_uri) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }

@@ -76,13 +76,20 @@ mod tests {
         }
         let admitted = svc.clone().oneshot(Request::new(Body::empty())).await;
         assert!(admitted.is_ok(), "both places were given back");
-        // A dropped (cancelled) request gives its place back too.
+        // Cancelled requests (their tasks aborted while they wait upstream) give their places back too.
         release.send_replace(false);
-        let cancelled = svc.clone().oneshot(Request::new(Body::empty()));
-        let pending = svc.clone().oneshot(Request::new(Body::empty()));
-        drop((cancelled, pending));
+        let waiting: Vec<_> = (0..2).map(|_| tokio::spawn(svc.clone().oneshot(Request::new(Body::empty())))).collect();
+        tokio::task::yield_now().await;
+        assert!(svc.clone().oneshot(Request::new(Body::empty())).await.is_err(), "both places are taken");
+        for task in waiting {
+            task.abort();
+            assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        }
+        let again: Vec<_> = (0..2).map(|_| tokio::spawn(svc.clone().oneshot(Request::new(Body::empty())))).collect();
+        tokio::task::yield_now().await;
         release.send_replace(true);
-        assert!(svc.clone().oneshot(Request::new(Body::empty())).await.is_ok());
-        assert!(svc.oneshot(Request::new(Body::empty())).await.is_ok());
+        for task in again {
+            assert!(matches!(task.await, Ok(Ok(_))), "admitted after the cancelled ones left");
+        }
     }
 }

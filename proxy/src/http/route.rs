@@ -21,6 +21,9 @@ pub struct Target {
     pub route: Arc<Route>,
     /// The path (and query) after the route's prefix rewrite, decided when the route matched.
     pub rewritten_path: Option<String>,
+    /// The authority the request was routed by (its `Host` then): HTTP/2 upstreams are sent it as `:authority`,
+    /// and an HTTP/1.1 request whose Host a route filter removed gets it back.
+    pub authority: Option<HeaderValue>,
 }
 
 /// Outbound routes by host; inbound (`Some(listener)`) always picks the listener's app route.
@@ -42,15 +45,15 @@ impl Middleware for RouteStage {
             Some(listener) => plane.inbound.get(listener).cloned().ok_or_else(|| no_route(&head)),
             None => find_route(&plane, &head),
         };
-        let route = match routed.and_then(|r| check_authority(&mut head).map(|()| r)) {
-            Ok(route) => route,
+        let (route, authority) = match routed.and_then(|r| check_authority(&mut head).map(|a| (r, a))) {
+            Ok(routed) => routed,
             Err(e) => return fail(e),
         };
         if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
             let _ = meta.route.set(route.clone());
         }
         let rewritten_path = route.rewritten_path(&head);
-        head.extensions.insert(Target { plane, route, rewritten_path });
+        head.extensions.insert(Target { plane, route, rewritten_path, authority: Some(authority) });
         StageFuture::next(next.call(Request::from_parts(head, body)))
     }
 }
@@ -71,18 +74,19 @@ fn no_route(head: &Parts) -> BoxError {
 /// authority in its target (HTTP/2, absolute-form) gets Host replaced with it (RFC 9112 3.2.2: a proxy replaces
 /// Host with the target's authority); an origin-form request's Host must be a valid authority. The target itself is
 /// left as it came: HTTP/1.1 upstreams are sent origin-form, HTTP/2 ones get `:authority` from Host
-/// (`backend::endpoint`), so nothing is built here that one of them would take apart again.
-fn check_authority(head: &mut Parts) -> Result<(), BoxError> {
+/// (`backend::endpoint`), so nothing is built here that one of them would take apart again. Returns that authority.
+fn check_authority(head: &mut Parts) -> Result<HeaderValue, BoxError> {
     let invalid = || BadRequest { reason: "invalid authority" };
     match head.uri.authority() {
         Some(authority) => {
             let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())?;
-            head.headers.insert(http::header::HOST, host);
+            head.headers.insert(http::header::HOST, host.clone());
+            Ok(host)
         }
         None => {
             let host = head.headers.get(http::header::HOST).ok_or(BadRequest { reason: "no authority or Host" })?;
             http::uri::Authority::try_from(host.as_bytes()).map_err(|_| invalid())?;
+            Ok(host.clone())
         }
     }
-    Ok(())
 }

@@ -2,9 +2,10 @@
 //! and `StageLayer` / `Stage` supply the `Layer` and `Service` plumbing once for all of them.
 //!
 //! A stage answers with a `StageFuture`: the next stage's own future when it only looked at or changed the request
-//! (most requests through most stages), that future with a plain function over its response, a failure, or, for
-//! the stages that wait (delays, deadlines, queues), a boxed future. So a request pays one allocation per stage
-//! that actually does something after the call, not one per stage.
+//! (most requests through most stages), that future with a plain function over its response or holding an
+//! admission slot, a failure, or a boxed future for the rest: waits (delays, rate-limit queues), the route's
+//! deadline, response-header filters. So a request pays one allocation per stage that needs state after the call,
+//! not one per stage.
 
 use std::future::Future;
 use std::pin::Pin;

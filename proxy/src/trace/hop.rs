@@ -1,5 +1,6 @@
-//! One proxy hop of a trace: the span this sidecar adds for a request it received, and (outbound) one child span
-//! per upstream attempt, so retries show as siblings under one logical request.
+//! One proxy hop of a trace: the span this sidecar adds for a request it received, and (outbound, when spans are
+//! exported) one child span per upstream attempt, so retries show as siblings under one logical request. Without
+//! export, no attempt span is made: the upstream is told the hop's span.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -51,7 +51,7 @@ fn request(route: &Arc<Route>, headers: &[(&str, &str)]) -> (Request<Body>, Arc<
     }
     let meta = Arc::new(RequestMeta::default());
     req.extensions_mut().insert(meta.clone());
-    req.extensions_mut().insert(Target { plane, route: route.clone(), rewritten_path: None });
+    req.extensions_mut().insert(Target { plane, route: route.clone(), rewritten_path: None, authority: None });
     (req, meta)
 }
 

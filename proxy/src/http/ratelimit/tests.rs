@@ -51,7 +51,12 @@ fn plane(inbound: &[Arc<Route>]) -> Arc<Dataplane> {
 
 fn request(plane: &Arc<Dataplane>, route: &Arc<Route>) -> Request<Body> {
     let mut req = Request::new(Body::empty());
-    req.extensions_mut().insert(Target { plane: plane.clone(), route: route.clone(), rewritten_path: None });
+    req.extensions_mut().insert(Target {
+        plane: plane.clone(),
+        route: route.clone(),
+        rewritten_path: None,
+        authority: None,
+    });
     req
 }
 
