@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use attache_config::model::UpstreamProtocol;
+use http::uri::Authority;
 use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -195,14 +196,15 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        // The authority the request was routed by (Host, unless a route filter changed or removed it since).
+        // The authority the request was routed by (its Host then, unless a route filter changed or removed Host).
         let routed = req.extensions().get::<Target>().and_then(|t| t.authority.clone());
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
             // `:authority` carries the routed authority; a Host header beside it would be redundant.
             let host = req.headers_mut().remove(http::header::HOST);
             if req.uri().authority().is_none() {
-                match absolute(req.uri(), routed.or(host).as_ref()) {
+                let authority = routed.or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()));
+                match absolute(req.uri(), authority) {
                     Ok(uri) => *req.uri_mut() = uri,
                     Err(e) => return Box::pin(async move { Err(e) }),
                 }
@@ -213,8 +215,8 @@ impl tower::Service<Request<Body>> for Endpoint {
         *req.version_mut() = Version::HTTP_11;
         // HTTP/1.1 requires Host; routing sets it, but a route filter may have removed it.
         if !req.headers().contains_key(http::header::HOST) {
-            let from_uri = || req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
-            if let Some(host) = routed.or_else(from_uri) {
+            let authority = routed.as_ref().or(req.uri().authority());
+            if let Some(host) = authority.and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
@@ -241,13 +243,12 @@ impl tower::Service<Request<Body>> for Endpoint {
     }
 }
 
-/// `http://host/path` for an origin-form request going out as HTTP/2 (`:scheme`, `:authority`, `:path`).
-fn absolute(uri: &Uri, host: Option<&http::HeaderValue>) -> Result<Uri, BoxError> {
-    let invalid = || crate::errors::BadRequest { reason: "invalid authority" };
-    let host = host.ok_or(crate::errors::BadRequest { reason: "no authority or Host" })?;
-    let authority = http::uri::Authority::try_from(host.as_bytes()).map_err(|_| invalid())?;
+/// `http://authority/path` for an origin-form request going out as HTTP/2 (`:scheme`, `:authority`, `:path`).
+fn absolute(uri: &Uri, authority: Option<Authority>) -> Result<Uri, BoxError> {
+    let authority = authority.ok_or(crate::errors::BadRequest { reason: "no authority or Host" })?;
     let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    Ok(Uri::builder().scheme("http").authority(authority).path_and_query(path).build().map_err(|_| invalid())?)
+    let uri = Uri::builder().scheme("http").authority(authority).path_and_query(path).build();
+    Ok(uri.map_err(|_| crate::errors::BadRequest { reason: "invalid authority" })?)
 }
 
 /// A stream the server refused, or left unprocessed when it went away, or one dropped unsent because its connection

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use attache_config::model::Route;
 use http::request::Parts;
+use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use tokio::sync::watch;
 
@@ -23,7 +24,7 @@ pub struct Target {
     pub rewritten_path: Option<String>,
     /// The authority the request was routed by (its `Host` then): HTTP/2 upstreams are sent it as `:authority`,
     /// and an HTTP/1.1 request whose Host a route filter removed gets it back.
-    pub authority: Option<HeaderValue>,
+    pub authority: Option<Authority>,
 }
 
 /// Outbound routes by host; inbound (`Some(listener)`) always picks the listener's app route.
@@ -73,20 +74,19 @@ fn no_route(head: &Parts) -> BoxError {
 /// The request must name its authority, and `Host` then names the one it was routed by: a request that carried an
 /// authority in its target (HTTP/2, absolute-form) gets Host replaced with it (RFC 9112 3.2.2: a proxy replaces
 /// Host with the target's authority); an origin-form request's Host must be a valid authority. The target itself is
-/// left as it came: HTTP/1.1 upstreams are sent origin-form, HTTP/2 ones get `:authority` from Host
-/// (`backend::endpoint`), so nothing is built here that one of them would take apart again. Returns that authority.
-fn check_authority(head: &mut Parts) -> Result<HeaderValue, BoxError> {
+/// left as it came: HTTP/1.1 upstreams are sent origin-form, HTTP/2 ones get `:authority` from the authority
+/// returned here (`backend::endpoint`), so nothing is built here that one of them would take apart again. Returns that authority.
+fn check_authority(head: &mut Parts) -> Result<Authority, BoxError> {
     let invalid = || BadRequest { reason: "invalid authority" };
     match head.uri.authority() {
         Some(authority) => {
             let host = HeaderValue::from_str(authority.as_str()).map_err(|_| invalid())?;
-            head.headers.insert(http::header::HOST, host.clone());
-            Ok(host)
+            head.headers.insert(http::header::HOST, host);
+            Ok(authority.clone())
         }
         None => {
             let host = head.headers.get(http::header::HOST).ok_or(BadRequest { reason: "no authority or Host" })?;
-            http::uri::Authority::try_from(host.as_bytes()).map_err(|_| invalid())?;
-            Ok(host.clone())
+            Ok(Authority::try_from(host.as_bytes()).map_err(|_| invalid())?)
         }
     }
 }
