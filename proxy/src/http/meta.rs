@@ -7,6 +7,9 @@ use attache_config::model::Route;
 /// Inserted into the request's extensions by the observe layer; set once by the layer that decides each fact.
 #[derive(Debug, Default)]
 pub struct RequestMeta {
+    /// The request's trace hop, continued by the observe layer (one extension for both: each is a box there, and
+    /// a retry's copy of the head clones every one).
+    pub hop: Option<Arc<crate::trace::Hop>>,
     pub route: OnceLock<Arc<Route>>,
     /// The backend of the latest attempt: the one whose answer the client gets.
     pub backend: std::sync::Mutex<Option<Arc<str>>>,
@@ -31,6 +34,10 @@ pub struct OriginalDst(pub std::net::SocketAddr);
 pub struct PeerIdentity(pub attache_config::model::SpiffeId);
 
 impl RequestMeta {
+    pub fn new(hop: Arc<crate::trace::Hop>) -> Self {
+        Self { hop: Some(hop), ..Self::default() }
+    }
+
     pub fn set_backend(&self, name: &Arc<str>) {
         if let Ok(mut b) = self.backend.lock() {
             *b = Some(name.clone());

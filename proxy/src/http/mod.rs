@@ -72,7 +72,7 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_con
         // The route's header changes and rewrite.
         .layer(StageLayer(filters::Filters))
         // The user-visible deadline, around every attempt and backoff.
-        .layer(StageLayer(timeout::RouteTimeout))
+        .layer(timeout::RouteTimeoutLayer)
         // Retries wrap the split: each attempt picks its backend and endpoint anew (the split, then the backend's
         // P2C balancer with its breakers and bulkhead, below it) and can avoid the endpoint that failed.
         .service(retry::Retry::new(m.retry.clone(), shared.budgets.clone()));
@@ -107,7 +107,7 @@ pub fn inbound(
         // The listener's rate limit, after authorization, so denied callers spend no tokens.
         .layer(StageLayer(ratelimit::RateLimit::new(shared.limiters.clone(), m.rate_limit.clone(), Dir::Inbound)))
         // Deadline for the app's answer.
-        .layer(StageLayer(timeout::RouteTimeout))
+        .layer(timeout::RouteTimeoutLayer)
         // The app backend (one endpoint).
         .service(split::Split);
     BoxCloneSyncService::new(svc)

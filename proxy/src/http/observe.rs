@@ -70,9 +70,8 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let hop = Arc::new(Hop::start(&self.tracer, self.direction, req.headers_mut()));
-        let meta = Arc::new(RequestMeta::default());
+        let meta = Arc::new(RequestMeta::new(hop.clone()));
         req.extensions_mut().insert(meta.clone());
-        req.extensions_mut().insert(hop.clone());
         let span = tracing::info_span!("request", trace_id = %hop.trace_id(), span_id = %hop.span_id());
         // The access log line and the span are the only readers of what follows; with both off, nothing is kept.
         let logged = tracing::enabled!(target: "attache::access", tracing::Level::INFO) || hop.recording();

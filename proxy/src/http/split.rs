@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use attache_config::model::{Sticky, WeightedBackend};
@@ -16,7 +15,6 @@ use crate::body::Body;
 use crate::errors::{BoxError, NoEndpoints};
 use crate::metrics::Dir;
 use crate::trace::hop::Attempt;
-use crate::trace::Hop;
 
 #[derive(Clone, Debug, Default)]
 pub struct Split;
@@ -57,15 +55,15 @@ impl tower::Service<Request<Body>> for Split {
         let mut req = req;
         // Outbound, each attempt is its own child span of the hop, and the upstream is told that span. A span that
         // will not be exported gets no child: the upstream is told the hop's span, written when the hop started.
-        let attempt = req
-            .extensions()
-            .get::<Arc<Hop>>()
+        let attempt = RequestMeta::of(&req)
+            .and_then(|m| m.hop.as_ref())
             .filter(|hop| hop.direction == Dir::Outbound && hop.recording())
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));
         let backend_name = chosen.name.clone();
         let fut: Self::Future = match target.plane.backend(&chosen.name) {
-            Some(backend) => Box::pin(backend.call(req)),
+            // Already boxed by the backend: not boxed again.
+            Some(backend) => backend.call(req),
             None => {
                 let backend = chosen.name.clone();
                 Box::pin(async move { Err(NoEndpoints { backend }.into()) })

@@ -13,17 +13,27 @@ use crate::body::Body;
 use crate::errors::{BadRequest, BoxError, Unsupported};
 
 /// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names. Transfer-Encoding is framing of one
-/// hop: hyper frames each side itself.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "upgrade",
-    "trailer",
-    "transfer-encoding",
+/// hop: hyper frames each side itself. `TE` is hop-by-hop too, but `TE: trailers` survives (below).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const ALWAYS: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
 ];
+/// Bits of `ALWAYS` by index.
+const CONNECTION_BIT: u8 = 1;
+const UPGRADE_BIT: u8 = 2;
+
+/// The index of `name` in `ALWAYS`, as a bit. Standard names compare as an enum tag, the two others by text.
+fn always_bit(name: &HeaderName) -> u8 {
+    ALWAYS.iter().position(|n| n == name).map_or(0, |i| 1 << i)
+}
 
 /// Headers only the proxy may set; a client's copies are dropped inbound.
 const OWN_PREFIX: &str = "x-attache-";
@@ -102,28 +112,50 @@ fn strip_own_headers(headers: &mut HeaderMap) {
 }
 
 /// Removes hop-by-hop headers. `TE: trailers` survives (gRPC needs it); while switching protocols, `Upgrade` and
-/// `Connection: upgrade` survive.
+/// `Connection: upgrade` survive. One pass over the names finds whether there is anything to do, so a message
+/// without hop-by-hop headers (every HTTP/2 one, most HTTP/1.1 ones) costs no lookups.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    let named: Vec<HeaderName> = headers
+    let (mut present, mut te) = (0u8, false);
+    for name in headers.keys() {
+        present |= always_bit(name);
+        te |= name == header::TE;
+    }
+    if present & CONNECTION_BIT != 0 {
+        strip_listed(headers, upgrading);
+    }
+    if upgrading {
+        present &= !(CONNECTION_BIT | UPGRADE_BIT);
+    }
+    for (i, name) in ALWAYS.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if upgrading {
+        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    }
+    if te {
+        strip_te(headers);
+    }
+}
+
+/// The names `Connection` lists (the always hop-by-hop ones are removed by the caller).
+fn strip_listed(headers: &mut HeaderMap, upgrading: bool) {
+    let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrading && (n == header::UPGRADE)))
+        .filter(|n| always_bit(n) == 0 && !(upgrading && n == header::UPGRADE))
         .collect();
-    for name in named {
+    for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        if upgrading && (name == "upgrade" || name == "connection") {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if upgrading {
-        headers.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
-    }
+}
+
+/// `TE` keeps only `trailers`, and only when it was asked for.
+fn strip_te(headers: &mut HeaderMap) {
     let trailers_only = headers.get_all(header::TE).iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if !trailers_only {
         let keep = headers

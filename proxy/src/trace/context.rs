@@ -19,6 +19,26 @@ pub const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 const ALL: [HeaderName; 8] =
     [TRACEPARENT, TRACESTATE, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS];
 
+/// Which of `ALL` the headers carry, as bits by index: one pass over the names, where looking each of them up
+/// would hash eight custom names per request (most requests carry none or one of them).
+fn present(headers: &HeaderMap) -> u8 {
+    let mut bits = 0u8;
+    for name in headers.keys() {
+        // Every trace header starts with one of these; standard names (most of a request's) stop here.
+        if !matches!(name.as_str().as_bytes().first(), Some(b't' | b'b' | b'x')) {
+            continue;
+        }
+        if let Some(i) = ALL.iter().position(|n| n == name) {
+            bits |= 1 << i;
+        }
+    }
+    bits
+}
+
+fn has(bits: u8, name: &HeaderName) -> bool {
+    ALL.iter().position(|n| n == name).is_some_and(|i| bits & (1 << i) != 0)
+}
+
 /// The longest `tracestate` propagated (W3C: at least 512 characters must be carried).
 const MAX_TRACESTATE: usize = 512;
 const MAX_TRACESTATE_MEMBERS: usize = 32;
@@ -264,7 +284,8 @@ fn parse_b3_multi(headers: &HeaderMap) -> Option<B3Read> {
 /// Reads the request's trace context. Precedence when several forms came: `traceparent`, then `b3`, then the
 /// `X-B3-*` headers; the first valid one is continued, and every form that came is written back.
 pub fn extract(headers: &HeaderMap) -> Incoming {
-    let present = |n: &HeaderName| headers.contains_key(n);
+    let bits = present(headers);
+    let present = |n: &HeaderName| has(bits, n);
     let forms = Propagation {
         w3c: present(&TRACEPARENT),
         b3: present(&B3),
@@ -272,6 +293,9 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
     };
     let mut incoming =
         Incoming { parent: None, sampled: None, debug: false, forms, tracestate: None, short_trace_id: false };
+    if bits == 0 {
+        return incoming;
+    }
     let w3c = match single(headers, &TRACEPARENT) {
         Some(Ok(text)) => parse_traceparent(text),
         _ => None,
@@ -301,8 +325,11 @@ pub fn extract(headers: &HeaderMap) -> Incoming {
 /// be invalid); an attempt that rewrites what its hop wrote, in the same forms, need not.
 pub fn inject(headers: &mut HeaderMap, out: &Outgoing, clear: bool) {
     if clear {
-        for name in &ALL {
-            headers.remove(name);
+        let bits = present(headers);
+        for (i, name) in ALL.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                headers.remove(name);
+            }
         }
     }
     let mut buf = [0u8; 128];
@@ -366,10 +393,12 @@ impl<'b> Writer<'b> {
     /// The low `digits` hex digits of `value`, lowercase, zero-padded.
     pub fn hex(&mut self, value: u128, digits: usize) -> &mut Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for i in (0..digits).rev() {
-            let nibble = ((value >> (i * 4)) & 0xf) as usize;
-            self.put(&[HEX[nibble]]);
+        // Digit by digit into the buffer (through `put`, each one was a `memcpy` call of one byte).
+        let digits = digits.min(self.buf.len() - self.len);
+        for (slot, i) in self.buf[self.len..self.len + digits].iter_mut().zip((0..digits).rev()) {
+            *slot = HEX[((value >> (i * 4)) & 0xf) as usize];
         }
+        self.len += digits;
         self
     }
 
@@ -377,8 +406,11 @@ impl<'b> Writer<'b> {
         &self.buf[..self.len]
     }
 
+    /// Inserts the value as sensitive: a fresh random ID per request is never worth a slot in an HTTP/2 peer's
+    /// HPACK table, and indexing it would evict the entries that do repeat (it goes as a never-indexed literal).
     fn insert(&self, headers: &mut HeaderMap, name: HeaderName) {
-        if let Ok(v) = HeaderValue::from_bytes(self.bytes()) {
+        if let Ok(mut v) = HeaderValue::from_bytes(self.bytes()) {
+            v.set_sensitive(true);
             headers.insert(name, v);
         }
     }

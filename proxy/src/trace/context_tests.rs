@@ -73,7 +73,19 @@ fn an_invalid_traceparent_is_replaced_by_a_new_trace_in_the_same_form() {
         h.get("traceparent").map(|v| v.as_bytes()),
         Some(&b"00-00000000000000000000000000000007-0000000000000009-01"[..])
     );
+    assert!(h.get("traceparent").is_some_and(|v| v.is_sensitive()), "never indexed by an HTTP/2 peer's HPACK");
     assert!(h.get("tracestate").is_none());
+}
+
+#[test]
+fn headers_without_trace_context_are_left_alone_but_for_the_new_one() {
+    let mut h = headers(&[("x-b3", "not ours"), ("te", "trailers"), ("b3x", "1")]);
+    let incoming = extract(&h);
+    assert_eq!(incoming.forms, Propagation::default());
+    let out = outgoing(TraceId(7), SpanId(9), None, Propagation { w3c: true, b3: false, b3multi: false });
+    inject(&mut h, &out, true);
+    let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-b3", "te", "b3x", "traceparent"]);
 }
 
 #[test]

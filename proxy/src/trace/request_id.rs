@@ -11,7 +11,9 @@ pub fn ensure(headers: &mut HeaderMap, max_len: usize) -> HeaderValue {
         (Some(v), None) if acceptable(v.as_bytes(), max_len) => Some(v.clone()),
         _ => None,
     };
-    let id = given.unwrap_or_else(generate);
+    let mut id = given.unwrap_or_else(generate);
+    // One per request: not worth an HTTP/2 peer's HPACK table slot (see `context::Writer::insert`).
+    id.set_sensitive(true);
     headers.insert(X_REQUEST_ID, id.clone());
     id
 }
