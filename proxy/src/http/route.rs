@@ -90,3 +90,21 @@ fn check_authority(head: &mut Parts) -> Result<Authority, BoxError> {
         }
     }
 }
+
+/// A route with every policy off and a 30 s timeout, for the stages' unit tests to change one field of.
+#[cfg(test)]
+pub fn test_route() -> Route {
+    Route {
+        service: Arc::from("web"),
+        name: Arc::from("r"),
+        matches: Vec::new(),
+        filters: Default::default(),
+        backends: Vec::new(),
+        sticky: None,
+        timeout: std::time::Duration::from_secs(30),
+        retry: None,
+        rate_limit: None,
+        fault: None,
+        authorization: None,
+    }
+}

@@ -99,19 +99,7 @@ mod tests {
         let snapshot = attache_config::load_str("{}").unwrap_or_else(|e| panic!("{e}"));
         let plane =
             Arc::new(Dataplane { snapshot: Arc::new(snapshot), backends: HashMap::new(), inbound: HashMap::new() });
-        let route = Arc::new(Route {
-            service: Arc::from("web"),
-            name: Arc::from("r"),
-            matches: Vec::new(),
-            filters: Default::default(),
-            backends: Vec::new(),
-            sticky: None,
-            timeout: Duration::from_secs(1),
-            retry: None,
-            rate_limit: None,
-            fault: None,
-            authorization: None,
-        });
+        let route = Arc::new(Route { timeout: Duration::from_secs(1), ..crate::http::route::test_route() });
         let mut req = Request::new(Body::empty());
         req.extensions_mut().insert(Target { plane, route, rewritten_path: None, authority: None });
         req

@@ -7,6 +7,7 @@ pub mod export;
 pub mod hop;
 pub mod request_id;
 pub mod span;
+mod writer;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;

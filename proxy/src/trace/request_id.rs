@@ -12,7 +12,7 @@ pub fn ensure(headers: &mut HeaderMap, max_len: usize) -> HeaderValue {
         _ => None,
     };
     let mut id = given.unwrap_or_else(generate);
-    // One per request: not worth an HTTP/2 peer's HPACK table slot (see `context::Writer::insert`).
+    // One per request: not worth an HTTP/2 peer's HPACK table slot (see `writer::Writer::insert`).
     id.set_sensitive(true);
     headers.insert(X_REQUEST_ID, id.clone());
     id
@@ -28,7 +28,7 @@ pub fn generate() -> HeaderValue {
     let bits: u128 = rand::random();
     let bits = (bits & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
     let mut buf = [0u8; 36];
-    let mut w = super::context::Writer::new(&mut buf);
+    let mut w = super::writer::Writer::new(&mut buf);
     w.hex(bits >> 96, 8).put(b"-").hex(bits >> 80, 4).put(b"-").hex(bits >> 64, 4).put(b"-");
     w.hex(bits >> 48, 4).put(b"-").hex(bits, 12);
     HeaderValue::from_bytes(w.bytes())

@@ -17,19 +17,7 @@ use crate::dataplane::Dataplane;
 use crate::http::stage::StageLayer;
 
 fn route(fault: Fault) -> Arc<Route> {
-    Arc::new(Route {
-        service: Arc::from("web"),
-        name: Arc::from("r"),
-        matches: Vec::new(),
-        filters: Default::default(),
-        backends: Vec::new(),
-        sticky: None,
-        timeout: Duration::from_secs(30),
-        retry: None,
-        rate_limit: None,
-        fault: Some(fault),
-        authorization: None,
-    })
+    Arc::new(Route { fault: Some(fault), ..crate::http::route::test_route() })
 }
 
 fn delay(percent: u32, ms: u64) -> Option<FaultDelay> {
