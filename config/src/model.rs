@@ -63,6 +63,7 @@ pub struct Limits {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
     pub max_retry_buffer_bytes: usize,
+    pub listen_backlog: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

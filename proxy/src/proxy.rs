@@ -214,14 +214,13 @@ impl ListenerSet {
         plane: &Arc<Dataplane>,
         plane_rx: &watch::Receiver<Arc<Dataplane>>,
     ) -> anyhow::Result<Running> {
+        let limits = &plane.snapshot.limits;
         let tcp = match socket {
             Some(tcp) => tcp,
-            None => TcpListener::bind(l.address)
-                .await
+            None => bind(l.address, limits.listen_backlog)
                 .with_context(|| format!("binding listener {} on {}", l.name, l.address))?,
         };
         let addr = tcp.local_addr()?;
-        let limits = &plane.snapshot.limits;
         let http = match l.direction {
             Direction::Outbound => {
                 crate::http::outbound(plane_rx.clone(), &self.shared, limits.max_concurrent_requests)
@@ -253,5 +252,42 @@ impl ListenerSet {
         }
         tracing::info!(listener = %l.name, %addr, direction = ?l.direction, "listening");
         Ok(Running { config: l.clone(), retire, task })
+    }
+}
+
+/// A listening socket with `backlog` (the standard library's and tokio's `bind` listen with 128: a burst of new
+/// connections past it, 1,000 clients reconnecting after a deploy, has SYNs dropped and retried a second later).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 300 connections queue on a listener nobody accepts from: past tokio's default backlog of 128 the kernel
+    /// would drop their SYNs (a second's wait each). `net.core.somaxconn` caps any backlog, so the count does too.
+    #[tokio::test]
+    async fn the_backlog_queues_a_burst_of_connections() {
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let burst = 300.min(somaxconn);
+        let tcp =
+            bind("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), 1024).unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = tcp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let mut held = Vec::new();
+        for i in 0..burst {
+            let conn = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await;
+            match conn {
+                Ok(Ok(stream)) => held.push(stream),
+                other => panic!("connection {i} of {burst} was not queued: {other:?}"),
+            }
+        }
+        assert_eq!(held.len(), burst);
     }
 }

@@ -79,6 +79,10 @@ pub struct LimitsSpec {
     pub pool_max_idle_per_endpoint: u32,
     /// Request bytes held for retry replay across all requests at once; beyond it, requests are streamed once.
     pub max_retry_buffer_bytes: u32,
+    /// Connections the kernel queues for a listener before the proxy accepts them (capped by
+    /// `net.core.somaxconn`); a burst beyond it has its SYNs dropped and retried a second later. Applies to
+    /// listeners bound after the change.
+    pub listen_backlog: u32,
 }
 
 /// Which way a listener carries traffic.
@@ -375,6 +379,7 @@ impl Default for LimitsSpec {
             pool_idle_timeout: "90s".to_owned(),
             pool_max_idle_per_endpoint: 64,
             max_retry_buffer_bytes: 64 * 1024 * 1024,
+            listen_backlog: 1024,
         }
     }
 }

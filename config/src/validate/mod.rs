@@ -138,6 +138,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         pool_idle_timeout,
         pool_max_idle_per_endpoint: count("pool_max_idle_per_endpoint", spec.pool_max_idle_per_endpoint),
         max_retry_buffer_bytes: count("max_retry_buffer_bytes", spec.max_retry_buffer_bytes),
+        listen_backlog: u32::try_from(count("listen_backlog", spec.listen_backlog)).unwrap_or(u32::MAX),
     }
 }
 
