@@ -77,6 +77,14 @@ impl H2Conn {
         if let Some(live) = slot.sender.as_ref().filter(|l| !l.sender.is_closed()) {
             return Ok((slot.generation, live.clone()));
         }
+        // Boxed: dialling is most of this future's size, and every request's future holds it.
+        let live = Box::pin(self.dial()).await?;
+        slot.generation += 1;
+        slot.sender = Some(live.clone());
+        Ok((slot.generation, live))
+    }
+
+    async fn dial(&self) -> Result<Live, BoxError> {
         let addr = self.connector.addr();
         let stream = self.connector.connect(Alpn::Http2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -91,10 +99,7 @@ impl H2Conn {
             }
             ended_tx.send_replace(true);
         });
-        let live = Live { sender, ended };
-        slot.generation += 1;
-        slot.sender = Some(live.clone());
-        Ok((slot.generation, live))
+        Ok(Live { sender, ended })
     }
 
     /// Stops handing out the connection of `generation`: it handed a request back, so it is closing.

@@ -59,7 +59,9 @@ impl H1Pool {
         loop {
             let (mut sender, pooled) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: dialling (TCP, TLS, the handshake) is most of this future's size, and most requests find
+                // a pooled connection; the request's future is moved into its box whole.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A fresh connection finishes its handshake here; one that is closing fails here, before the request
             // touched it (a pooled one: the next idle one is tried; the stack is finite).

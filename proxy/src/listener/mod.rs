@@ -106,7 +106,7 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
             ctx.metrics.write_bytes.get_or_create_owned(&labels),
             activity.clone(),
         );
-        return opaque::passthrough(io, activity, addr, dst, &ctx, &limits).await;
+        return Box::pin(opaque::passthrough(io, activity, addr, dst, &ctx, &limits)).await;
     }
     // A TLS listener looks even on opaque ports: mTLS clients speak first.
     let (protocol, prefix) = match listener.protocol {
@@ -130,8 +130,11 @@ async fn serve(mut stream: TcpStream, addr: SocketAddr, ctx: Context) {
     );
     let conn = Conn { ctx: &ctx, listener: &listener, plane: &plane, limits: &limits, activity };
     let plaintext = Peer { addr, identity: None, silent, original_dst };
+    // Each connection's task holds the future of its path: the plaintext HTTP/1 one inline, the larger rest
+    // (TLS state, HTTP/2's connection, a TCP relay's buffers) boxed, so that a thousand keep-alive HTTP/1
+    // connections do not each reserve the largest path's state.
     match (&ctx.tls, protocol) {
-        (Some(tls), Protocol::Tls) => conn.terminate_tls(io, tls, addr).await,
+        (Some(tls), Protocol::Tls) => Box::pin(conn.terminate_tls(io, tls, addr)).await,
         (Some(tls), _) if tls.requires_tls() => {
             ctx.tls_metrics.handshake(ctx.direction, Err("plaintext"));
             tracing::debug!(peer = %addr, listener = %ctx.name, "plaintext on a strict mTLS listener; closing");
@@ -191,8 +194,8 @@ impl Conn<'_> {
         ctx.metrics.accepted.get_or_create(&conn_labels).inc();
         match protocol {
             Protocol::Http1 => serve_h1(io, ctx, self.limits, self.activity, peer).await,
-            Protocol::Http2 => serve_h2(io, ctx, self.limits, self.activity, peer).await,
-            Protocol::Opaque | Protocol::Tls => serve_tcp(io, &self, peer).await,
+            Protocol::Http2 => Box::pin(serve_h2(io, ctx, self.limits, self.activity, peer)).await,
+            Protocol::Opaque | Protocol::Tls => Box::pin(serve_tcp(io, &self, peer)).await,
         }
     }
 }
