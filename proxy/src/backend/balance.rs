@@ -149,61 +149,80 @@ pub fn pick(endpoints: &[Arc<EndpointState>], avoid: Option<SocketAddr>) -> Pick
     if endpoints.is_empty() {
         return Pick::Empty;
     }
-    let mut candidates = two_eligible(endpoints, |e| Some(e.addr) != avoid && e.is_available());
-    if candidates.is_empty() && avoid.is_some() {
-        candidates = two_eligible(endpoints, |e| e.is_available());
+    let mut two = two_eligible(endpoints, |e| Some(e.addr) != avoid && e.is_available());
+    if two.len == 0 && avoid.is_some() {
+        two = two_eligible(endpoints, |e| e.is_available());
     }
-    let mut costed: Vec<(f64, Arc<EndpointState>)> = candidates.into_iter().map(|e| (e.cost(), e)).collect();
+    // On the stack: this runs for every request.
+    let mut costed = [(0.0, 0); 2];
+    for (slot, &i) in costed.iter_mut().zip(two.indices()) {
+        *slot = (endpoints[i].cost(), i);
+    }
+    let costed = &mut costed[..two.len];
     costed.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Costs within TIE of each other are noise (a few microseconds of estimate): choose at random between them, or
     // one of two equal endpoints would take all of a low-concurrency load. And one pick in EXPLORE ignores cost, so
     // an estimate that only a cold first request set (connection setup included) is measured again; a really slow
     // endpoint stays expensive, since a slower sample takes over the estimate at once.
-    if let [(low, _), (high, _)] = costed.as_slice() {
+    if let [(low, _), (high, _)] = costed {
         let tie = *high <= *low * TIE;
         let explore = rand::random_range(0..EXPLORE) == 0;
         if (tie || explore) && rand::random::<bool>() {
             costed.swap(0, 1);
         }
     }
-    let candidates = costed.into_iter().map(|(_, e)| e);
     // The cheaper first; if its breaker was claimed meanwhile (a racing half-open probe), the other.
-    for candidate in candidates {
+    for &(_, i) in costed.iter() {
+        let candidate = &endpoints[i];
         match candidate.breaker.as_ref().map(Breaker::admit) {
-            None => return Pick::Endpoint(candidate, None),
-            Some(Some(admission)) => return Pick::Endpoint(candidate, Some(admission)),
+            None => return Pick::Endpoint(candidate.clone(), None),
+            Some(Some(admission)) => return Pick::Endpoint(candidate.clone(), Some(admission)),
             Some(None) => continue,
         }
     }
     Pick::AllUnavailable
 }
 
+/// Up to two distinct endpoint indices.
+#[derive(Default)]
+struct Two {
+    found: [usize; 2],
+    len: usize,
+}
+
+impl Two {
+    fn indices(&self) -> &[usize] {
+        &self.found[..self.len]
+    }
+
+    /// Adds `i` unless already there; `true` once two are found.
+    fn add(&mut self, i: usize) -> bool {
+        if self.len < 2 && !self.indices().contains(&i) {
+            self.found[self.len] = i;
+            self.len += 1;
+        }
+        self.len == 2
+    }
+}
+
 /// Up to two distinct eligible endpoints, drawn at random (scanning from a random start when draws miss).
-fn two_eligible(
-    endpoints: &[Arc<EndpointState>],
-    eligible: impl Fn(&EndpointState) -> bool,
-) -> Vec<Arc<EndpointState>> {
+fn two_eligible(endpoints: &[Arc<EndpointState>], eligible: impl Fn(&EndpointState) -> bool) -> Two {
     let n = endpoints.len();
-    let mut found: Vec<usize> = Vec::with_capacity(2);
+    let mut two = Two::default();
     for _ in 0..DRAWS.min(2 * n) {
         let i = rand::random_range(0..n);
-        if !found.contains(&i) && eligible(&endpoints[i]) {
-            found.push(i);
-            if found.len() == 2 {
-                break;
-            }
+        if !two.indices().contains(&i) && eligible(&endpoints[i]) && two.add(i) {
+            return two;
         }
     }
-    if found.len() < 2 {
-        let start = rand::random_range(0..n);
-        for k in 0..n {
-            let i = (start + k) % n;
-            if found.len() < 2 && !found.contains(&i) && eligible(&endpoints[i]) {
-                found.push(i);
-            }
+    let start = rand::random_range(0..n);
+    for k in 0..n {
+        let i = (start + k) % n;
+        if !two.indices().contains(&i) && eligible(&endpoints[i]) && two.add(i) {
+            break;
         }
     }
-    found.into_iter().map(|i| endpoints[i].clone()).collect()
+    two
 }
 
 #[cfg(test)]

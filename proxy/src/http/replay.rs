@@ -19,7 +19,7 @@ use crate::errors::BoxError;
 pub(super) const READ_AHEAD: Duration = Duration::from_millis(100);
 
 /// A request body kept for replay.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct Replay {
     pub(super) data: Bytes,
     pub(super) trailers: Option<HeaderMap>,
@@ -73,7 +73,8 @@ pub(super) fn rebuild(
     avoid: Option<SocketAddr>,
     timeout: Option<Duration>,
 ) -> Request<Body> {
-    let mut frames = Vec::with_capacity(2);
+    // Allocated only for a body that has frames (most retried requests have none).
+    let mut frames = Vec::new();
     if !replay.data.is_empty() {
         frames.push(Frame::data(replay.data.clone()));
     }

@@ -43,7 +43,7 @@ where
 {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send>>;
+    type Future = RescueFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match self.inner.poll_ready(cx) {
@@ -60,15 +60,39 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let version = req.version();
         if let Some(err) = self.not_ready.take() {
-            return Box::pin(async move { Ok(respond(&*err, version)) });
+            return RescueFuture { inner: None, failed: Some(err), version };
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(rsp) => Ok(rsp),
-                Err(err) => Ok(respond(&*err.into(), version)),
-            }
-        })
+        RescueFuture { inner: Some(self.inner.call(req)), failed: None, version }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner future, its error answered as a response. Named rather than boxed: observe boxes the whole
+    /// pipeline's future once.
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        // Failed before the call (the inner `poll_ready`).
+        failed: Option<BoxError>,
+        version: Version,
+    }
+}
+
+impl<F, E> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match (this.failed.take(), this.inner.as_pin_mut()) {
+            (Some(err), _) => Err(err),
+            (None, Some(inner)) => std::task::ready!(inner.poll(cx)).map_err(Into::into),
+            (None, None) => Err("the request's future was polled after it completed".into()),
+        };
+        Poll::Ready(Ok(result.unwrap_or_else(|err| respond(&*err, *this.version))))
     }
 }
 

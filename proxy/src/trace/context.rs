@@ -17,8 +17,9 @@ pub const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentsp
 pub const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 pub const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
-/// Every header this module reads; all are removed before the proxy writes its own.
-const ALL: [HeaderName; 8] =
+/// Every header this module reads; all are removed before the proxy writes its own. A static, not a const: a const
+/// array is built (and dropped) at every use.
+static ALL: [HeaderName; 8] =
     [TRACEPARENT, TRACESTATE, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS];
 
 /// Which of `ALL` the headers carry, as bits by index: one pass over the names, where looking each of them up

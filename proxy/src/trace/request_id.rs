@@ -31,8 +31,7 @@ pub fn generate() -> HeaderValue {
     let mut w = super::writer::Writer::new(&mut buf);
     w.hex(bits >> 96, 8).put(b"-").hex(bits >> 80, 4).put(b"-").hex(bits >> 64, 4).put(b"-");
     w.hex(bits >> 48, 4).put(b"-").hex(bits, 12);
-    HeaderValue::from_bytes(w.bytes())
-        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    w.value().unwrap_or_else(|| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
 #[cfg(test)]
