@@ -213,7 +213,12 @@ impl Snapshot {
 
     /// The service answering to `authority` (`host` or `host:port`), if any.
     pub fn service_for(&self, authority: &str) -> Option<&Arc<Service>> {
-        let find = |a: &str| self.services.iter().find(|s| s.hosts.iter().any(|h| h.matches(a)));
+        self.services.get(self.service_index_for(authority)?)
+    }
+
+    /// The index in `services` of the service for `authority` (see `service_for`).
+    pub fn service_index_for(&self, authority: &str) -> Option<usize> {
+        let find = |a: &str| self.services.iter().position(|s| s.hosts.iter().any(|h| h.matches(a)));
         let (host, port) = split_authority(authority);
         if !host.ends_with('.') {
             return find(authority);
@@ -228,7 +233,12 @@ impl Snapshot {
 
     /// The service an intercepted connection to `addr` was meant for.
     pub fn service_at(&self, addr: SocketAddr) -> Option<&Arc<Service>> {
-        self.services.iter().find(|s| s.addresses.contains(&addr))
+        self.services.get(self.service_index_at(addr)?)
+    }
+
+    /// The index in `services` of the service at `addr`.
+    pub fn service_index_at(&self, addr: SocketAddr) -> Option<usize> {
+        self.services.iter().position(|s| s.addresses.contains(&addr))
     }
 
     pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
@@ -253,7 +263,12 @@ impl HostMatch {
 impl Service {
     /// The first route whose matches fit the request.
     pub fn route_for(&self, req: &http::request::Parts) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| r.matches_request(req))
+        self.routes.get(self.route_index_for(req)?)
+    }
+
+    /// The index in `routes` of the first route whose matches fit the request.
+    pub fn route_index_for(&self, req: &http::request::Parts) -> Option<usize> {
+        self.routes.iter().position(|r| r.matches_request(req))
     }
 }
 

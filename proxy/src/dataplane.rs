@@ -12,6 +12,7 @@ use attache_config::model::{
 use tokio::sync::watch;
 
 use crate::backend::{BackendHandle, Backends};
+use crate::http::resolved::ResolvedRoute;
 use crate::metrics::Metrics;
 use crate::tls::CredentialStore;
 
@@ -21,12 +22,32 @@ pub struct Dataplane {
     /// User backends by name, plus one `app:<listener>` backend per inbound listener.
     pub backends: HashMap<Arc<str>, BackendHandle>,
     /// Inbound listener name -> the route that forwards to its app.
-    pub inbound: HashMap<Arc<str>, Arc<Route>>,
+    pub inbound: HashMap<Arc<str>, Arc<ResolvedRoute>>,
+    /// Parallel to `snapshot.services` and each service's routes: the routes resolved against `backends`.
+    services: Vec<Box<[Arc<ResolvedRoute>]>>,
 }
 
 impl Dataplane {
     pub fn backend(&self, name: &str) -> Option<&BackendHandle> {
         self.backends.get(name)
+    }
+
+    /// The resolved route at `route` of the service at `service` in the snapshot.
+    pub fn route(&self, service: usize, route: usize) -> Option<&Arc<ResolvedRoute>> {
+        self.services.get(service)?.get(route)
+    }
+
+    /// The snapshot's routes (and the inbound listeners' app routes) resolved against `backends`.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        backends: HashMap<Arc<str>, BackendHandle>,
+        inbound: Vec<(Arc<str>, Route)>,
+    ) -> Self {
+        let resolve = |route: Arc<Route>| Arc::new(ResolvedRoute::new(route, |name| backends.get(name)));
+        let services =
+            snapshot.services.iter().map(|s| s.routes.iter().map(|r| resolve(r.clone())).collect()).collect();
+        let inbound = inbound.into_iter().map(|(listener, route)| (listener, resolve(Arc::new(route)))).collect();
+        Self { snapshot, backends, inbound, services }
     }
 }
 
@@ -55,19 +76,18 @@ pub async fn spawn(
 async fn build(backends: &mut Backends, snapshot: Arc<Snapshot>, credentials: &CredentialStore) -> Dataplane {
     let limits = &snapshot.limits;
     let mut wanted: Vec<Arc<Backend>> = snapshot.backends.values().cloned().collect();
-    let mut inbound = HashMap::new();
+    let mut inbound = Vec::new();
     for listener in &snapshot.listeners {
         let ListenerTarget::App(addr) = listener.target else { continue };
         let app = app_backend(&listener.name, EndpointAddr::Socket(addr), limits);
-        let route = app_route(listener, &app.name, limits.request_timeout);
-        inbound.insert(listener.name.clone(), Arc::new(route));
+        inbound.push((listener.name.clone(), app_route(listener, &app.name, limits.request_timeout)));
         wanted.push(Arc::new(app));
     }
     let backends = backends.reconcile(&wanted, limits).await;
     // Credentials nobody refers to any more stop being watched once their last connection is gone.
     let files = snapshot.tls_files();
     credentials.retain(|f| files.contains(&f));
-    Dataplane { snapshot, backends, inbound }
+    Dataplane::new(snapshot, backends, inbound)
 }
 
 /// The name of the backend that is an inbound listener's app.

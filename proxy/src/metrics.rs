@@ -209,14 +209,16 @@ fn latency_histogram() -> LatencyHistogram {
 }
 
 /// `2xx`, `4xx`, ...
+/// The `status_class` label values.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// `status`'s index in `STATUS_CLASSES` (anything past 5xx counts as 5xx).
+pub fn status_class_index(status: http::StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, STATUS_CLASSES.len()) - 1
+}
+
 pub fn status_class(status: http::StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    STATUS_CLASSES[status_class_index(status)]
 }
 
 impl Metrics {
@@ -304,5 +306,19 @@ impl Metrics {
         let trace = crate::trace::export::ExportMetrics::register(reg);
         let control = crate::source::control::ControlMetrics::register(registry);
         Self { http, conn, config, discovery, backend, rate_limit, faults, retry, tls, authz, control, trace }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_cover_every_status_code() {
+        let class = |code: u16| status_class(http::StatusCode::from_u16(code).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!([class(100), class(204), class(308), class(499), class(500)], STATUS_CLASSES);
+        // Codes past 5xx (valid to hyper up to 999) count as 5xx.
+        assert_eq!(class(599), "5xx");
+        assert_eq!(class(999), "5xx");
     }
 }

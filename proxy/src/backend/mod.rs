@@ -36,10 +36,6 @@ use crate::tls::CredentialStore;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Which endpoint answered; set on responses so a retry can avoid it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ServedBy(pub SocketAddr);
-
 /// Set on a request by the retry layer: prefer any endpoint but this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Avoid(pub SocketAddr);
@@ -124,6 +120,8 @@ impl BackendHandle {
         let probe = ProbeGuard { endpoint: endpoint.clone(), admission, settled: false };
         let in_flight = endpoint.start();
         let mut client = endpoint.client.clone();
+        // Told which endpoint answered (a retry avoids it, the attempt's span names it).
+        let meta = crate::http::meta::RequestMeta::of(&req).cloned();
         let call = client.call(req);
         let result = match timeout {
             Some(after) => match tokio::time::timeout(after, call).await {
@@ -145,8 +143,10 @@ impl BackendHandle {
             }
             None => drop((in_flight, probe)),
         }
-        let mut rsp = result?;
-        rsp.extensions_mut().insert(ServedBy(endpoint.addr));
+        let rsp = result?;
+        if let Some(meta) = meta {
+            meta.set_served(endpoint.addr);
+        }
         Ok(rsp)
     }
 

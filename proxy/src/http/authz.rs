@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::meta::PeerIdentity;
+use super::meta::Downstream;
 use super::route::Target;
 use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
@@ -80,7 +80,7 @@ impl Middleware for Authorize {
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
-        let identity = req.extensions().get::<PeerIdentity>().map(|p| p.0.clone());
+        let identity = Downstream::of(&req).and_then(|d| d.conn.identity.clone());
         let who = || identity.as_ref().map_or_else(|| "an unauthenticated caller".to_owned(), |id| id.to_string());
         // Routing always attaches a target; a request without one is refused rather than waved through.
         let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {

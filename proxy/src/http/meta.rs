@@ -1,51 +1,98 @@
 //! Per-request facts that inner layers learn (route, backend) and outer layers report (metrics, access log).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use attache_config::model::Route;
+use super::h1_guard::HeadVerdict;
+use super::resolved::ResolvedRoute;
+
+/// `RequestMeta::backend` before the split chose one.
+const NO_BACKEND: usize = usize::MAX;
 
 /// Inserted into the request's extensions by the observe layer; set once by the layer that decides each fact.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestMeta {
     /// The request's trace hop, continued by the observe layer (one extension for both: each is a box there, and
     /// a retry's copy of the head clones every one).
     pub hop: Option<Arc<crate::trace::Hop>>,
-    pub route: OnceLock<Arc<Route>>,
-    /// The backend of the latest attempt: the one whose answer the client gets.
-    pub backend: std::sync::Mutex<Option<Arc<str>>>,
+    pub route: OnceLock<Arc<ResolvedRoute>>,
+    /// The backend of the latest attempt (the one whose answer the client gets), as its index in the route's
+    /// backends.
+    backend: AtomicUsize,
     /// An injected fault (`delay`, `abort`), for the access log.
     pub fault: OnceLock<&'static str>,
     /// Upstream attempts made (retries included).
     pub attempts: std::sync::atomic::AtomicU32,
+    /// The endpoint that answered the latest attempt (a retry avoids it). Here rather than on the response: a
+    /// response's first extension costs three allocations.
+    served: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 
-/// The downstream client's address, inserted into every request by the connection that carried it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+/// The connection a request came on and what its framing guard said of it: one request extension for all of it
+/// (each extension is a box in the request's map, and a retry's copy of the head clones each one again).
+#[derive(Clone, Debug)]
+pub struct Downstream {
+    pub conn: Arc<Connection>,
+    /// The HTTP/1 framing guard's verdict on this request's head (`None`: HTTP/2, or the guard stopped following).
+    pub verdict: Option<HeadVerdict>,
+}
 
-/// Where an intercepted connection was going (its `SO_ORIGINAL_DST`): a service's address, which routes a request
-/// whose Host names no service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OriginalDst(pub std::net::SocketAddr);
-
-/// The downstream peer's verified SPIFFE identity, inserted into every request of an mTLS connection whose client
-/// presented a certificate. Absent: the caller is unauthenticated.
+/// What every request of one downstream connection shares.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerIdentity(pub attache_config::model::SpiffeId);
+pub struct Connection {
+    /// The client's address.
+    pub addr: std::net::SocketAddr,
+    /// Where an intercepted connection was going (its `SO_ORIGINAL_DST`): a service's address, which routes a
+    /// request whose Host names no service.
+    pub original_dst: Option<std::net::SocketAddr>,
+    /// The peer's verified SPIFFE ID, when it is an mTLS client that presented a certificate. `None`: the caller
+    /// is unauthenticated.
+    pub identity: Option<attache_config::model::SpiffeId>,
+}
+
+impl Downstream {
+    pub fn of<B>(req: &http::Request<B>) -> Option<&Downstream> {
+        req.extensions().get::<Downstream>()
+    }
+}
 
 impl RequestMeta {
-    pub fn new(hop: Arc<crate::trace::Hop>) -> Self {
-        Self { hop: Some(hop), ..Self::default() }
-    }
-
-    pub fn set_backend(&self, name: &Arc<str>) {
-        if let Ok(mut b) = self.backend.lock() {
-            *b = Some(name.clone());
+    pub fn new(hop: Option<Arc<crate::trace::Hop>>) -> Self {
+        Self {
+            hop,
+            route: OnceLock::new(),
+            backend: AtomicUsize::new(NO_BACKEND),
+            fault: OnceLock::new(),
+            attempts: std::sync::atomic::AtomicU32::new(0),
+            served: std::sync::Mutex::new(None),
         }
     }
 
-    pub fn backend(&self) -> Option<Arc<str>> {
-        self.backend.lock().ok().and_then(|b| b.clone())
+    /// The latest attempt was answered by `addr`.
+    pub fn set_served(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut s) = self.served.lock() {
+            *s = Some(addr);
+        }
+    }
+
+    /// The endpoint that answered the latest attempt.
+    pub fn served(&self) -> Option<std::net::SocketAddr> {
+        self.served.lock().ok().and_then(|s| *s)
+    }
+
+    /// The split chose the backend at `index` of the route's backends.
+    pub fn set_backend(&self, index: usize) {
+        self.backend.store(index, Ordering::Relaxed);
+    }
+
+    /// The index, in the route's backends, of the latest attempt's backend.
+    pub fn backend_index(&self) -> Option<usize> {
+        Some(self.backend.load(Ordering::Relaxed)).filter(|&i| i != NO_BACKEND)
+    }
+
+    /// The name of the latest attempt's backend.
+    pub fn backend(&self) -> Option<&Arc<str>> {
+        self.route.get()?.backend_name(self.backend_index()?)
     }
 
     pub fn of<B>(req: &http::Request<B>) -> Option<&Arc<RequestMeta>> {

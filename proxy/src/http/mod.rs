@@ -12,6 +12,7 @@ pub mod observe;
 pub mod ratelimit;
 pub mod replay;
 pub mod rescue;
+pub mod resolved;
 pub mod retry;
 pub mod route;
 pub mod split;
@@ -21,12 +22,14 @@ pub mod timeout;
 pub mod upgrade;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 use http::{HeaderMap, Request, Response, Uri};
 use tokio::sync::watch;
-use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 use self::stage::StageLayer;
 
@@ -34,8 +37,33 @@ use crate::body::Body;
 use crate::dataplane::Dataplane;
 use crate::metrics::{Dir, Metrics};
 
-/// A whole pipeline: it never fails, errors are already responses.
-pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// What a pipeline answers with: its outermost stage's (observe's) boxed future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// A whole pipeline: it never fails, errors are already responses. Called through `&self`: each call clones the
+/// concrete stack (`Arc` increments) and returns observe's future as it is, where a `BoxCloneSyncService` boxed a
+/// fresh copy of the stack per request and boxed the boxed future again. No `poll_ready`: every stage is always
+/// ready (admission is a counter in `admit`, not a semaphore to wait on); debug builds check it on every call.
+#[derive(Clone)]
+pub struct HttpService(Arc<dyn Fn(Request<Body>) -> ResponseFuture + Send + Sync>);
+
+impl HttpService {
+    fn new<S>(svc: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = ResponseFuture>,
+        S: Clone + Send + Sync + 'static,
+    {
+        Self(Arc::new(move |req| {
+            let mut svc = svc.clone();
+            debug_assert!(svc.poll_ready(&mut Context::from_waker(Waker::noop())).is_ready());
+            svc.call(req)
+        }))
+    }
+
+    pub fn call(&self, req: Request<Body>) -> ResponseFuture {
+        (self.0)(req)
+    }
+}
 
 /// What every pipeline of the proxy shares: metrics, and long-lived per-route state kept across reloads.
 #[derive(Clone)]
@@ -76,7 +104,7 @@ pub fn outbound(plane: watch::Receiver<Arc<Dataplane>>, shared: &Shared, max_con
         // Retries wrap the split: each attempt picks its backend and endpoint anew (the split, then the backend's
         // P2C balancer with its breakers and bulkhead, below it) and can avoid the endpoint that failed.
         .service(retry::Retry::new(m.retry.clone(), shared.budgets.clone()));
-    BoxCloneSyncService::new(svc)
+    HttpService::new(svc)
 }
 
 /// The inbound pipeline: the world calls the app behind this listener. No retries: the caller's sidecar owns them.
@@ -110,7 +138,7 @@ pub fn inbound(
         .layer(timeout::RouteTimeoutLayer)
         // The app backend (one endpoint).
         .service(split::Split);
-    BoxCloneSyncService::new(svc)
+    HttpService::new(svc)
 }
 
 /// The request's authority: the URI's (absolute form, HTTP/2) or the Host header.

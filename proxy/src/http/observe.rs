@@ -13,7 +13,9 @@ use tracing::Instrument as _;
 
 use super::meta::RequestMeta;
 use crate::body::{Body, BodyTap};
-use crate::metrics::{status_class, Dir, HexTraceId, HttpMetrics, LatencyLabels, Name, RequestLabels, TraceExemplar};
+use crate::metrics::{
+    status_class_index, Dir, HexTraceId, HttpMetrics, LatencyLabels, Name, RequestLabels, TraceExemplar, STATUS_CLASSES,
+};
 use crate::trace::{Hop, Tracer};
 
 #[derive(Clone, Debug)]
@@ -70,7 +72,7 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let hop = Arc::new(Hop::start(&self.tracer, self.direction, req.headers_mut()));
-        let meta = Arc::new(RequestMeta::new(hop.clone()));
+        let meta = Arc::new(RequestMeta::new(Some(hop.clone())));
         req.extensions_mut().insert(meta.clone());
         let span = tracing::info_span!("request", trace_id = %hop.trace_id(), span_id = %hop.span_id());
         // The access log line and the span are the only readers of what follows; with both off, nothing is kept.
@@ -86,28 +88,9 @@ where
         let observed = async move {
             let rsp = fut.await?;
             let elapsed = started.elapsed();
-            let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
-            let route = meta.route.get();
-            let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
-            let backend = name(meta.backend().as_ref());
-            let status_class = status_class(rsp.status());
-            metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    direction,
-                    service: service.clone(),
-                    route: route_name.clone(),
-                    backend: backend.clone(),
-                    status_class,
-                })
-                .inc();
             // Only a sampled trace is worth linking to: an unsampled one is in no backend.
             let exemplar = hop.out.sampled.then(|| TraceExemplar { trace_id: HexTraceId(hop.trace_id().0) });
-            metrics.duration.get_or_create(&LatencyLabels { direction, service, route: route_name, backend }).observe(
-                elapsed.as_secs_f64(),
-                exemplar,
-                None,
-            );
+            record(&metrics, direction, &meta, rsp.status(), elapsed.as_secs_f64(), exemplar);
             if !logged {
                 return Ok(rsp);
             }
@@ -136,6 +119,43 @@ where
     }
 }
 
+/// Counts the request and its latency: through the route's series slots, filled from the families on the route's
+/// first request of each kind; a request that matched no route looks its series up.
+fn record(
+    metrics: &HttpMetrics,
+    direction: Dir,
+    meta: &RequestMeta,
+    status: http::StatusCode,
+    secs: f64,
+    exemplar: Option<TraceExemplar>,
+) {
+    let class = status_class_index(status);
+    let route = meta.route.get();
+    let labels = || {
+        let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
+        let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
+        LatencyLabels { direction, service, route: route_name, backend: name(meta.backend()) }
+    };
+    let requests = |l: LatencyLabels| {
+        let LatencyLabels { direction, service, route, backend } = l;
+        let status_class = STATUS_CLASSES.get(class).copied().unwrap_or("5xx");
+        metrics.requests.get_or_create(&RequestLabels { direction, service, route, backend, status_class }).clone()
+    };
+    let duration = |l: LatencyLabels| metrics.duration.get_or_create(&l).clone();
+    match route.and_then(|r| r.series(direction, meta.backend_index())) {
+        Some(series) => {
+            if let Some(counter) = series.requests(class, || requests(labels())) {
+                counter.inc();
+            }
+            series.duration(|| duration(labels())).observe(secs, exemplar, None);
+        }
+        None => {
+            requests(labels()).inc();
+            duration(labels()).observe(secs, exemplar, None);
+        }
+    }
+}
+
 impl BodyTap for AccessLog {
     fn data(&mut self, len: usize) {
         self.bytes += len as u64;
@@ -154,7 +174,7 @@ impl Drop for AccessLog {
             path = %self.path,
             service = route.map_or("", |r| &*r.service),
             route = route.map_or("", |r| &*r.name),
-            backend = backend.as_deref().unwrap_or(""),
+            backend = backend.map_or("", |b| &**b),
             fault = self.meta.fault.get().copied().unwrap_or(""),
             attempts = self.meta.attempts.load(std::sync::atomic::Ordering::Relaxed),
             status = self.status,
@@ -164,7 +184,7 @@ impl Drop for AccessLog {
             span_id = %self.hop.span_id(),
             request_id = self.hop.request_id.to_str().unwrap_or(""),
         );
-        self.export_span(route.map(|r| &**r), backend.as_deref());
+        self.export_span(route.map(|r| &*r.route), backend.map(|b| &**b));
     }
 }
 

@@ -4,12 +4,12 @@
 //! - **Algorithm.** GCRA, which is a token bucket without a refill timer: each bucket is one number, its theoretical
 //!   arrival time (TAT). `burst` requests pass at once, then one every `1s / per_second`. Time is
 //!   `tokio::time::Instant`, so tests run with paused time.
-//! - **Keys.** `global`: one bucket. `client-ip`: the downstream IP (`ClientAddr`, port ignored, IPv4-mapped IPv6
-//!   folded to IPv4); a request without a `ClientAddr` shares one "unknown" bucket. `header:<name>`: the header's
-//!   first value; requests *without* the header share one bucket of their own (distinct from every value, including
-//!   the empty one), so leaving the header out neither escapes the limit nor spends the tokens of any real value.
-//!   `peer-identity`: there is no mTLS yet, so every request is "unauthenticated" and shares one bucket (a global
-//!   limit) until the verified peer identity is available as a request extension.
+//! - **Keys.** `global`: one bucket. `client-ip`: the downstream IP (`Downstream`'s address, port ignored,
+//!   IPv4-mapped IPv6 folded to IPv4); a request without one shares one "unknown" bucket. `header:<name>`: the
+//!   header's first value; requests *without* the header share one bucket of their own (distinct from every value,
+//!   including the empty one), so leaving the header out neither escapes the limit nor spends the tokens of any real
+//!   value. `peer-identity`: the mTLS client's verified SPIFFE ID; every unauthenticated caller (plaintext, or a
+//!   client without a certificate) shares one bucket of its own.
 //! - **Memory.** A bucket is stored under a 64-bit keyed hash of its key (SipHash with a random key per limiter,
 //!   so clients cannot aim collisions): a bucket costs the same whatever the header's length, and no request buffer
 //!   is retained. At most `max_keys` buckets are kept. Making room evicts, among 8 randomly sampled buckets, the one

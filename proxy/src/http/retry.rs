@@ -25,10 +25,11 @@ use tower::Service;
 
 use super::budget::Budget;
 use super::meta::RequestMeta;
-use super::replay::{buffer, grpc_status, rebuild};
+use super::replay::{buffer, grpc_status, rebuild, Replay};
+use super::resolved::ResolvedRoute;
 use super::route::Target;
 use super::split::Split;
-use crate::backend::{nothing_sent, AttemptTimeout, ServedBy};
+use crate::backend::{nothing_sent, AttemptTimeout};
 use crate::body::Body;
 use crate::errors::{BoxError, ConnectFailed, PerTryTimeout, UpstreamFailed};
 use crate::metrics::Name;
@@ -176,10 +177,12 @@ impl Service<Request<Body>> for Retry {
 }
 
 impl Retry {
-    async fn run(self, route: Arc<Route>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    async fn run(self, route: Arc<ResolvedRoute>, req: Request<Body>) -> Result<Response<Body>, BoxError> {
         let Some(policy) = route.retry.as_ref() else { return Split.call(req).await };
-        let labels = RouteLabels { service: Name(route.service.clone()), route: Name(route.name.clone()) };
-        let budget = self.budgets.get(&route, &policy.budget);
+        // Built only when a series is looked up (the attempts counter is the route's, resolved once).
+        let labels = || RouteLabels { service: Name(route.service.clone()), route: Name(route.name.clone()) };
+        let budget = route.budget.get_or_init(|| self.budgets.get(&route, &policy.budget));
+        let attempts = route.attempts.get_or_init(|| self.metrics.attempts.get_or_create(&labels()).clone());
         budget.deposit();
         let limit =
             req.extensions().get::<Target>().map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
@@ -188,14 +191,20 @@ impl Retry {
         let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };
         // Kept until the request is done (the end of this function).
         let held = self.hold(need, limit);
-        let buffered =
-            if need > 0 && held.is_none() { Ok(Err(body)) } else { buffer(body, policy.max_body_bytes).await };
+        // The read-ahead is boxed: most requests have no body, and this future is moved into its box whole.
+        let buffered = if body.is_end_stream() {
+            Ok(Ok(Replay::default()))
+        } else if need > 0 && held.is_none() {
+            Ok(Err(body))
+        } else {
+            Box::pin(buffer(body, policy.max_body_bytes)).await
+        };
         let replay = match buffered? {
             Ok(replay) => replay,
             Err(body) => {
                 // Streamed as it comes: one attempt only (still bounded by the per-try timeout).
-                self.metrics.body_too_large.get_or_create(&labels).inc();
-                self.count_attempt(&head, &labels);
+                self.metrics.body_too_large.get_or_create(&labels()).inc();
+                count_attempt(&head, attempts);
                 let mut req = Request::from_parts(head, body);
                 if let Some(t) = policy.per_try_timeout {
                     req.extensions_mut().insert(AttemptTimeout(t));
@@ -207,33 +216,36 @@ impl Retry {
         let mut avoid = None;
         for attempt in 1..=policy.attempts {
             let req = rebuild(&head, &replay, avoid, policy.per_try_timeout);
-            self.count_attempt(&head, &labels);
+            count_attempt(&head, attempts);
             let result = Split.call(req).await;
-            let (result, verdict) = judge(policy, &head.method, is_grpc, result).await;
+            let served = head.extensions.get::<Arc<RequestMeta>>().and_then(|m| m.served());
+            let (result, verdict) = judge(policy, &head.method, is_grpc, result, served).await;
             let Some((reason, failed_at)) = verdict else { return result };
             if attempt == policy.attempts {
                 return result;
             }
             if !budget.withdraw() {
-                self.metrics.budget_exhausted.get_or_create(&labels).inc();
+                self.metrics.budget_exhausted.get_or_create(&labels()).inc();
                 return result;
             }
-            let labels =
-                RetryLabels { service: labels.service.clone(), route: labels.route.clone(), reason: reason.as_str() };
-            self.metrics.retries.get_or_create(&labels).inc();
+            let RouteLabels { service, route: route_name } = labels();
+            self.metrics
+                .retries
+                .get_or_create(&RetryLabels { service, route: route_name, reason: reason.as_str() })
+                .inc();
             tracing::debug!(route = %route.name, attempt, reason = reason.as_str(), "retrying");
             avoid = failed_at;
             drop(result);
-            tokio::time::sleep(backoff(policy, attempt)).await;
+            Box::pin(tokio::time::sleep(backoff(policy, attempt))).await;
         }
         Err("retry loop ended without an attempt".into())
     }
+}
 
-    fn count_attempt(&self, head: &Parts, labels: &RouteLabels) {
-        self.metrics.attempts.get_or_create(labels).inc();
-        if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
-            meta.attempts.fetch_add(1, Ordering::Relaxed);
-        }
+fn count_attempt(head: &Parts, attempts: &Counter) {
+    attempts.inc();
+    if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
+        meta.attempts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -253,6 +265,7 @@ async fn judge(
     method: &http::Method,
     is_grpc: bool,
     result: Result<Response<Body>, BoxError>,
+    served: Option<SocketAddr>,
 ) -> (Result<Response<Body>, BoxError>, Option<(Reason, Option<SocketAddr>)>) {
     let rsp = match result {
         Err(e) => {
@@ -261,13 +274,12 @@ async fn judge(
         }
         Ok(rsp) => rsp,
     };
-    let served = rsp.extensions().get::<ServedBy>().map(|s| s.0);
     if policy.retries_status(rsp.status()) && policy.method_allowed(method) {
         return (Ok(rsp), Some((Reason::Status, served)));
     }
     // Listing gRPC statuses is the route's opt-in for gRPC calls, which are all POSTs.
     if is_grpc && !policy.grpc_status.is_empty() {
-        let (rsp, code) = grpc_status(rsp, policy.max_body_bytes).await;
+        let (rsp, code) = Box::pin(grpc_status(rsp, policy.max_body_bytes)).await;
         if code.is_some_and(|c| policy.retries_grpc(c)) {
             return (Ok(rsp), Some((Reason::GrpcStatus, served)));
         }

@@ -90,13 +90,12 @@ async fn listed_statuses_are_retried_for_idempotent_methods_only() {
     let rsp = |status: u16| {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        r.extensions_mut().insert(ServedBy(addr()));
         Ok(r)
     };
     let get = http::Method::GET;
-    assert_eq!(judge(&p, &get, false, rsp(503)).await.1, Some((Reason::Status, Some(addr()))));
-    assert_eq!(judge(&p, &get, false, rsp(500)).await.1, None);
-    assert_eq!(judge(&p, &http::Method::POST, false, rsp(503)).await.1, None);
+    assert_eq!(judge(&p, &get, false, rsp(503), Some(addr())).await.1, Some((Reason::Status, Some(addr()))));
+    assert_eq!(judge(&p, &get, false, rsp(500), Some(addr())).await.1, None);
+    assert_eq!(judge(&p, &http::Method::POST, false, rsp(503), Some(addr())).await.1, None);
 }
 
 #[tokio::test]
@@ -108,7 +107,7 @@ async fn grpc_status_in_trailers_is_read_ahead_and_handed_on_unchanged() {
         Body::buffered(vec![Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")), Frame::trailers(trailers)], None);
     let mut rsp = Response::new(body);
     rsp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
-    let (result, verdict) = judge(&p, &http::Method::POST, true, Ok(rsp)).await;
+    let (result, verdict) = judge(&p, &http::Method::POST, true, Ok(rsp), None).await;
     assert_eq!(verdict.map(|v| v.0), Some(Reason::GrpcStatus));
     let collected = result.unwrap().into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).unwrap(), "14");

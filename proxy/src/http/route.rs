@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use attache_config::model::Route;
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use tokio::sync::watch;
 
-use super::meta::{OriginalDst, RequestMeta};
+use super::meta::{Downstream, RequestMeta};
+use super::resolved::ResolvedRoute;
 use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::dataplane::Dataplane;
@@ -19,7 +19,7 @@ use crate::errors::{BadRequest, BoxError, NoRoute};
 #[derive(Clone)]
 pub struct Target {
     pub plane: Arc<Dataplane>,
-    pub route: Arc<Route>,
+    pub route: Arc<ResolvedRoute>,
     /// The path (and query) after the route's prefix rewrite, decided when the route matched.
     pub rewritten_path: Option<String>,
     /// The authority the request was routed by (its `Host` then): HTTP/2 upstreams are sent it as `:authority`,
@@ -60,11 +60,14 @@ impl Middleware for RouteStage {
 }
 
 /// By Host (or authority); for an intercepted connection whose Host names no service, by the address it dialed.
-fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<Route>, BoxError> {
-    let by_host = super::authority(&head.uri, &head.headers).and_then(|a| plane.snapshot.service_for(a));
-    let by_address = || head.extensions.get::<OriginalDst>().and_then(|d| plane.snapshot.service_at(d.0));
+fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<ResolvedRoute>, BoxError> {
+    let snapshot = &plane.snapshot;
+    let by_host = super::authority(&head.uri, &head.headers).and_then(|a| snapshot.service_index_for(a));
+    let original_dst = || head.extensions.get::<Downstream>()?.conn.original_dst;
+    let by_address = || original_dst().and_then(|d| snapshot.service_index_at(d));
     let service = by_host.or_else(by_address).ok_or_else(|| no_route(head))?;
-    service.route_for(head).cloned().ok_or_else(|| no_route(head))
+    let route = snapshot.services.get(service).and_then(|s| s.route_index_for(head)).ok_or_else(|| no_route(head))?;
+    plane.route(service, route).cloned().ok_or_else(|| no_route(head))
 }
 
 fn no_route(head: &Parts) -> BoxError {
@@ -91,10 +94,21 @@ fn check_authority(head: &mut Parts) -> Result<Authority, BoxError> {
     }
 }
 
+#[cfg(test)]
+impl Target {
+    /// `route` in a dataplane of its own with no backends, for the stages' unit tests.
+    pub fn for_test(route: Arc<attache_config::model::Route>) -> Self {
+        let snapshot = attache_config::load_str("{}").unwrap_or_else(|e| panic!("{e}"));
+        let plane = Arc::new(Dataplane::new(Arc::new(snapshot), Default::default(), Vec::new()));
+        let route = Arc::new(ResolvedRoute::new(route, |_| None));
+        Self { plane, route, rewritten_path: None, authority: None }
+    }
+}
+
 /// A route with every policy off and a 30 s timeout, for the stages' unit tests to change one field of.
 #[cfg(test)]
-pub fn test_route() -> Route {
-    Route {
+pub fn test_route() -> attache_config::model::Route {
+    attache_config::model::Route {
         service: Arc::from("web"),
         name: Arc::from("r"),
         matches: Vec::new(),

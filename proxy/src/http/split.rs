@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use attache_config::model::{Sticky, WeightedBackend};
@@ -10,7 +11,6 @@ use http::{Request, Response};
 
 use super::meta::RequestMeta;
 use super::route::Target;
-use crate::backend::ServedBy;
 use crate::body::Body;
 use crate::errors::{BoxError, NoEndpoints};
 use crate::metrics::Dir;
@@ -37,20 +37,17 @@ impl tower::Service<Request<Body>> for Split {
         let mut chosen = choose(&route.backends, route.sticky.as_ref(), &req);
         // A backend whose every endpoint is ejected gets none of the traffic while others can take it: the choice is
         // made again, by weight, among those.
-        if route.backends.len() > 1 && target.plane.backend(&chosen.name).is_some_and(|b| !b.is_available()) {
-            let available: Vec<WeightedBackend> = route
-                .backends
-                .iter()
-                .filter(|b| target.plane.backend(&b.name).is_some_and(|h| h.is_available()))
-                .cloned()
-                .collect();
-            if !available.is_empty() {
-                let name = choose(&available, route.sticky.as_ref(), &req).name.clone();
-                chosen = route.backends.iter().find(|b| b.name == name).unwrap_or(chosen);
+        if route.backends.len() > 1 && route.backend(chosen).is_some_and(|b| !b.is_available()) {
+            let available: Vec<usize> =
+                (0..route.backends.len()).filter(|&i| route.backend(i).is_some_and(|h| h.is_available())).collect();
+            let weighted: Vec<WeightedBackend> =
+                available.iter().filter_map(|&i| route.backends.get(i).cloned()).collect();
+            if !weighted.is_empty() {
+                chosen = available.get(choose(&weighted, route.sticky.as_ref(), &req)).copied().unwrap_or(chosen);
             }
         }
         if let Some(meta) = RequestMeta::of(&req) {
-            meta.set_backend(&chosen.name);
+            meta.set_backend(chosen);
         }
         let mut req = req;
         // Outbound, each attempt is its own child span of the hop, and the upstream is told that span. A span that
@@ -60,12 +57,14 @@ impl tower::Service<Request<Body>> for Split {
             .filter(|hop| hop.direction == Dir::Outbound && hop.recording())
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));
-        let backend_name = chosen.name.clone();
-        let fut: Self::Future = match target.plane.backend(&chosen.name) {
+        // Whoever answers an exported attempt is named in its span.
+        let meta = attempt.as_ref().and_then(|_| RequestMeta::of(&req).cloned());
+        let backend_name = route.backend_name(chosen).cloned().unwrap_or_else(|| Arc::from(""));
+        let fut: Self::Future = match route.backend(chosen) {
             // Already boxed by the backend: not boxed again.
             Some(backend) => backend.call(req),
             None => {
-                let backend = chosen.name.clone();
+                let backend = backend_name.clone();
                 Box::pin(async move { Err(NoEndpoints { backend }.into()) })
             }
         };
@@ -73,7 +72,8 @@ impl tower::Service<Request<Body>> for Split {
         let method = req_method;
         Box::pin(async move {
             let result = fut.await;
-            attempt_span(&attempt, &method, &backend_name, &target.route.service, &result);
+            let served = meta.as_ref().and_then(|m| m.served());
+            attempt_span(&attempt, &method, &backend_name, &target.route.service, &result, served);
             result
         })
     }
@@ -86,6 +86,7 @@ fn attempt_span(
     backend: &str,
     service: &str,
     result: &Result<Response<Body>, BoxError>,
+    served: Option<std::net::SocketAddr>,
 ) {
     let Some(mut span) = attempt.span(format!("{method} {backend}")) else { return };
     span.str("http.request.method", method.as_str());
@@ -97,7 +98,7 @@ fn attempt_span(
     }
     match result {
         Ok(rsp) => {
-            if let Some(ServedBy(addr)) = rsp.extensions().get::<ServedBy>() {
+            if let Some(addr) = served {
                 span.str("server.address", addr.ip().to_string());
                 span.int("server.port", i64::from(addr.port()));
             }
@@ -117,15 +118,11 @@ fn attempt_span(
     attempt.submit(span);
 }
 
-/// Picks a backend: by the sticky key's hash when there is one, at random otherwise, in proportion to weights.
-/// `backends` is never empty (validation).
-pub fn choose<'r, B>(
-    backends: &'r [WeightedBackend],
-    sticky: Option<&Sticky>,
-    req: &Request<B>,
-) -> &'r WeightedBackend {
-    if backends.len() == 1 {
-        return &backends[0];
+/// Picks a backend, as its index in `backends`: by the sticky key's hash when there is one, at random otherwise, in
+/// proportion to weights. `backends` is never empty (validation).
+pub fn choose<B>(backends: &[WeightedBackend], sticky: Option<&Sticky>, req: &Request<B>) -> usize {
+    if backends.len() <= 1 {
+        return 0;
     }
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     let point = match sticky.and_then(|s| sticky_key(s, req)) {
@@ -135,14 +132,14 @@ pub fn choose<'r, B>(
     pick(backends, point)
 }
 
-fn pick(backends: &[WeightedBackend], mut point: u64) -> &WeightedBackend {
-    for b in backends {
+fn pick(backends: &[WeightedBackend], mut point: u64) -> usize {
+    for (i, b) in backends.iter().enumerate() {
         if point < u64::from(b.weight) {
-            return b;
+            return i;
         }
         point -= u64::from(b.weight);
     }
-    &backends[backends.len() - 1]
+    backends.len().saturating_sub(1)
 }
 
 fn sticky_key<'a, B>(sticky: &Sticky, req: &'a Request<B>) -> Option<&'a [u8]> {
@@ -192,7 +189,7 @@ mod tests {
     fn weighted_split_is_within_two_points_over_ten_thousand() {
         let r = route(&[("stable", 90), ("canary", 10)], None);
         let req = Request::new(());
-        let canary = (0..10_000).filter(|_| &*choose(&r.backends, r.sticky.as_ref(), &req).name == "canary").count();
+        let canary = (0..10_000).filter(|_| choose(&r.backends, r.sticky.as_ref(), &req) == 1).count();
         assert!((800..=1200).contains(&canary), "canary got {canary} of 10000");
     }
 
@@ -201,8 +198,8 @@ mod tests {
         let r = route(&[("a", 50), ("b", 50)], Some(Sticky::Header("x-user".parse().unwrap())));
         for user in ["alice", "bob", "carol", "dave"] {
             let req = Request::builder().header("x-user", user).body(()).unwrap();
-            let first = choose(&r.backends, r.sticky.as_ref(), &req).name.clone();
-            assert!((0..100).all(|_| choose(&r.backends, r.sticky.as_ref(), &req).name == first));
+            let first = choose(&r.backends, r.sticky.as_ref(), &req);
+            assert!((0..100).all(|_| choose(&r.backends, r.sticky.as_ref(), &req) == first));
         }
     }
 
@@ -216,8 +213,8 @@ mod tests {
     #[test]
     fn pick_walks_cumulative_weights() {
         let r = route(&[("a", 1), ("b", 2)], None);
-        assert_eq!(&*pick(&r.backends, 0).name, "a");
-        assert_eq!(&*pick(&r.backends, 1).name, "b");
-        assert_eq!(&*pick(&r.backends, 2).name, "b");
+        assert_eq!(pick(&r.backends, 0), 0);
+        assert_eq!(pick(&r.backends, 1), 1);
+        assert_eq!(pick(&r.backends, 2), 1);
     }
 }

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 
 use super::h1_guard::HeadVerdict;
+use super::meta::Downstream;
 use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError, Unsupported};
@@ -16,7 +17,8 @@ use crate::errors::{BadRequest, BoxError, Unsupported};
 /// hop: hyper frames each side itself. `TE` is hop-by-hop too, but `TE: trailers` survives (below).
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const ALWAYS: [HeaderName; 8] = [
+// A static, not a const: a const array is built (and dropped, eight names' drop glue) at every use.
+static ALWAYS: [HeaderName; 8] = [
     header::CONNECTION,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
@@ -79,7 +81,7 @@ pub fn check<B>(req: &Request<B>) -> Result<(), BoxError> {
 }
 
 fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
-    match req.extensions().get::<HeadVerdict>() {
+    match Downstream::of(req).and_then(|d| d.verdict) {
         Some(HeadVerdict::ContentLengthWithTransferEncoding) => {
             return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" })
         }
@@ -139,15 +141,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
-/// The names `Connection` lists (the always hop-by-hop ones are removed by the caller).
+/// The names `Connection` lists (the always hop-by-hop ones are removed by the caller). Only a listed name that is
+/// present becomes a `HeaderName`: the usual `keep-alive` and `close` cost no allocation.
 fn strip_listed(headers: &mut HeaderMap, upgrading: bool) {
+    let always = |t: &str| ALWAYS.iter().any(|n| n.as_str().eq_ignore_ascii_case(t));
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| always_bit(n) == 0 && !(upgrading && n == header::UPGRADE))
+        .map(str::trim)
+        .filter(|t| {
+            let skip = always(t) || (upgrading && t.eq_ignore_ascii_case("upgrade"));
+            !skip && headers.contains_key(*t)
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
@@ -189,7 +197,12 @@ mod tests {
         assert!(check(&req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "gzip, chunked")])).is_err());
         assert!(check(&req(Version::HTTP_11, &[("host", "a"), ("transfer-encoding", "chunked")])).is_ok());
         let mut r = req(Version::HTTP_11, &[("host", "a")]);
-        r.extensions_mut().insert(HeadVerdict::ContentLengthWithTransferEncoding);
+        let conn = std::sync::Arc::new(super::super::meta::Connection {
+            addr: ([127, 0, 0, 1], 1).into(),
+            original_dst: None,
+            identity: None,
+        });
+        r.extensions_mut().insert(Downstream { conn, verdict: Some(HeadVerdict::ContentLengthWithTransferEncoding) });
         assert!(check(&r).is_err());
     }
 

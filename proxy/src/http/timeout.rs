@@ -85,23 +85,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::Arc;
 
     use attache_config::model::Route;
     use tower::{Layer as _, Service as _, ServiceExt as _};
 
     use super::*;
-    use crate::dataplane::Dataplane;
 
     /// A request routed to a route with a 1 s timeout.
     fn routed() -> Request<Body> {
-        let snapshot = attache_config::load_str("{}").unwrap_or_else(|e| panic!("{e}"));
-        let plane =
-            Arc::new(Dataplane { snapshot: Arc::new(snapshot), backends: HashMap::new(), inbound: HashMap::new() });
         let route = Arc::new(Route { timeout: Duration::from_secs(1), ..crate::http::route::test_route() });
         let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(Target { plane, route, rewritten_path: None, authority: None });
+        req.extensions_mut().insert(Target::for_test(route));
         req
     }
 

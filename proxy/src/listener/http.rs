@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use attache_config::model::Limits;
@@ -11,26 +12,23 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use super::{Context, Peer};
 use crate::body::Body;
 use crate::drain;
-use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdicts};
-use crate::http::meta::{ClientAddr, OriginalDst, PeerIdentity};
+use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdict, HeadVerdicts};
+use crate::http::meta::{Connection, Downstream};
 use crate::http::upgrade::{self, Tunnel};
 use crate::io::Activity;
 use crate::metrics::{ListenerLabels, Name};
 
-/// Request extensions every request of a connection carries.
-fn connection_extensions(req: &mut hyper::Request<Body>, peer: &Peer) {
-    req.extensions_mut().insert(ClientAddr(peer.addr));
-    if let Some(dst) = peer.original_dst {
-        req.extensions_mut().insert(OriginalDst(dst));
-    }
-    if let Some(id) = &peer.identity {
-        req.extensions_mut().insert(PeerIdentity(id.clone()));
-    }
+/// What every request of the connection carries, with the framing guard's verdict on its head.
+fn downstream(req: &mut hyper::Request<Body>, conn: &Arc<Connection>, verdict: Option<HeadVerdict>) {
+    req.extensions_mut().insert(Downstream { conn: conn.clone(), verdict });
+}
+
+fn connection(peer: Peer) -> Arc<Connection> {
+    Arc::new(Connection { addr: peer.addr, original_dst: peer.original_dst, identity: peer.identity })
 }
 
 pub(super) async fn serve_h1<I>(io: I, ctx: &Context, limits: &Limits, activity: Activity, peer: Peer)
@@ -50,9 +48,9 @@ where
         drain: ctx.drain.clone(),
         open: ctx.metrics.open.get_or_create_owned(&labels),
     };
+    let conn = connection(peer);
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
-        connection_extensions(&mut req, &peer);
         // The framing guard stops following a connection after a request that may switch protocols (any Upgrade
         // header, CONNECT), and a request with no verdict comes after it stopped: either way, unless the protocol
         // really switches, answer and close, so no later request goes unchecked.
@@ -60,13 +58,11 @@ where
         let unverified = verdict.is_none()
             || req.headers().contains_key(http::header::UPGRADE)
             || req.method() == http::Method::CONNECT;
-        if let Some(verdict) = verdict {
-            req.extensions_mut().insert(verdict);
-        }
+        downstream(&mut req, &conn, verdict);
         if upgrade::is_upgrade(&req) {
             req.extensions_mut().insert(tunnel.clone());
         }
-        let fut = http.clone().oneshot(req);
+        let fut = http.call(req);
         let retire = retire.clone();
         async move {
             let mut rsp = fut.await?;
@@ -96,10 +92,11 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let http = ctx.http.clone();
+    let conn = connection(peer);
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
-        connection_extensions(&mut req, &peer);
-        http.clone().oneshot(req)
+        downstream(&mut req, &conn, None);
+        http.call(req)
     });
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder

@@ -1,6 +1,5 @@
 //! Fault-injection tests, on paused tokio time.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -13,7 +12,6 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
-use crate::dataplane::Dataplane;
 use crate::http::stage::StageLayer;
 
 fn route(fault: Fault) -> Arc<Route> {
@@ -30,16 +28,14 @@ fn abort(percent: u32, kind: AbortKind) -> Option<FaultAbort> {
 
 /// A request routed to `route`, with a `RequestMeta` to read the recorded fault from.
 fn request(route: &Arc<Route>, headers: &[(&str, &str)]) -> (Request<Body>, Arc<RequestMeta>) {
-    let snapshot = attache_config::load_str("{}").unwrap_or_else(|e| panic!("{e}"));
-    let plane = Arc::new(Dataplane { snapshot: Arc::new(snapshot), backends: HashMap::new(), inbound: HashMap::new() });
     let mut req = Request::new(Body::empty());
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         req.headers_mut().insert(name, HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")));
     }
-    let meta = Arc::new(RequestMeta::default());
+    let meta = Arc::new(RequestMeta::new(None));
     req.extensions_mut().insert(meta.clone());
-    req.extensions_mut().insert(Target { plane, route: route.clone(), rewritten_path: None, authority: None });
+    req.extensions_mut().insert(Target::for_test(route.clone()));
     (req, meta)
 }
 

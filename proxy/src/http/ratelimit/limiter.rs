@@ -12,7 +12,7 @@ use http::Request;
 use tokio::time::Instant;
 
 use super::RateLimited;
-use crate::http::meta::ClientAddr;
+use crate::http::meta::Downstream;
 
 /// One route's limiter for one policy: its buckets and its queue depth.
 #[derive(Debug)]
@@ -107,10 +107,13 @@ impl Limiter {
         let mut h = self.hasher.build_hasher();
         match &self.policy.key {
             RateLimitKey::Global => 0u8.hash(&mut h),
-            // No mTLS yet: every peer is the same "unauthenticated" identity.
-            RateLimitKey::PeerIdentity => 1u8.hash(&mut h),
-            RateLimitKey::ClientIp => match req.extensions().get::<ClientAddr>() {
-                Some(addr) => (2u8, addr.0.ip().to_canonical()).hash(&mut h),
+            // The verified mTLS identity; every unauthenticated caller shares one bucket.
+            RateLimitKey::PeerIdentity => match Downstream::of(req).and_then(|d| d.conn.identity.as_ref()) {
+                Some(id) => (6u8, id.as_str()).hash(&mut h),
+                None => 1u8.hash(&mut h),
+            },
+            RateLimitKey::ClientIp => match Downstream::of(req) {
+                Some(d) => (2u8, d.conn.addr.ip().to_canonical()).hash(&mut h),
                 None => 3u8.hash(&mut h),
             },
             RateLimitKey::Header(name) => match req.headers().get(name) {

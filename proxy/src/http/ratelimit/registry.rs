@@ -80,7 +80,7 @@ impl RateLimiters {
     pub fn reconcile(&self, plane: &Dataplane) {
         let mut live: HashMap<(Dir, &str, &str), &Policy> = HashMap::new();
         let outbound = plane.snapshot.services.iter().flat_map(|s| s.routes.iter()).map(|r| (Dir::Outbound, r));
-        let inbound = plane.inbound.values().map(|r| (Dir::Inbound, r));
+        let inbound = plane.inbound.values().map(|r| (Dir::Inbound, &r.route));
         for (direction, route) in outbound.chain(inbound) {
             if let Some(policy) = &route.rate_limit {
                 live.insert((direction, &route.service, &route.name), policy);

@@ -12,8 +12,9 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::*;
 use crate::dataplane::Dataplane;
-use crate::http::meta::ClientAddr;
+use crate::http::meta::{Connection, Downstream};
 use crate::http::stage::StageLayer;
+use attache_config::model::SpiffeId;
 
 fn policy(per_second: u32, burst: u32, key: RateLimitKey) -> Policy {
     Policy { per_second, burst, key, max_keys: 10_000, queue: None }
@@ -42,21 +43,13 @@ fn route(service: &str, name: &str, rate_limit: Option<Policy>) -> Arc<Route> {
 
 fn plane(inbound: &[Arc<Route>]) -> Arc<Dataplane> {
     let snapshot = attache_config::load_str("{}").unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(Dataplane {
-        snapshot: Arc::new(snapshot),
-        backends: HashMap::new(),
-        inbound: inbound.iter().map(|r| (r.service.clone(), r.clone())).collect(),
-    })
+    let inbound = inbound.iter().map(|r| (r.service.clone(), Route::clone(r))).collect();
+    Arc::new(Dataplane::new(Arc::new(snapshot), HashMap::new(), inbound))
 }
 
 fn request(plane: &Arc<Dataplane>, route: &Arc<Route>) -> Request<Body> {
     let mut req = Request::new(Body::empty());
-    req.extensions_mut().insert(Target {
-        plane: plane.clone(),
-        route: route.clone(),
-        rewritten_path: None,
-        authority: None,
-    });
+    req.extensions_mut().insert(Target { plane: plane.clone(), ..Target::for_test(route.clone()) });
     req
 }
 
@@ -65,8 +58,16 @@ fn with_header(value: &str) -> Request<()> {
 }
 
 fn from_addr(addr: &str) -> Request<()> {
+    from_peer(addr, None)
+}
+
+/// A request from `addr` on a connection whose mTLS client is `identity`.
+fn from_peer(addr: &str, identity: Option<&str>) -> Request<()> {
     let mut req = Request::new(());
-    req.extensions_mut().insert(ClientAddr(addr.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"))));
+    let addr = addr.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+    let identity = identity.map(|id| SpiffeId::parse(id).unwrap_or_else(|e| panic!("{e}")));
+    let conn = Arc::new(Connection { addr, original_dst: None, identity });
+    req.extensions_mut().insert(Downstream { conn, verdict: None });
     req
 }
 
@@ -151,8 +152,12 @@ async fn separate_keys_are_independent() {
     assert!(!allowed(&by_header, &Request::new(())));
     assert!(allowed(&by_header, &with_header("")));
 
-    // No mTLS yet: every peer is "unauthenticated", one bucket.
+    // By verified identity, whatever the address; every unauthenticated caller shares one bucket.
     let by_peer = Arc::new(Limiter::new(policy(1, 1, RateLimitKey::PeerIdentity)));
+    let (a, b) = (Some("spiffe://mesh.local/ns/x/sa/a"), Some("spiffe://mesh.local/ns/x/sa/b"));
+    assert!(allowed(&by_peer, &from_peer("10.0.0.1:1", a)));
+    assert!(!allowed(&by_peer, &from_peer("10.0.0.2:1", a)));
+    assert!(allowed(&by_peer, &from_peer("10.0.0.1:1", b)));
     assert!(allowed(&by_peer, &from_addr("10.0.0.1:1")));
     assert!(!allowed(&by_peer, &from_addr("10.0.0.2:1")));
 }
