@@ -12,12 +12,14 @@ use http::{HeaderName, HeaderValue};
 
 use crate::spec::ConfigSpec;
 
+mod host_index;
 mod matches;
 pub mod resilience;
 mod spiffe;
 pub mod tls;
 pub mod tracing;
 
+pub use self::host_index::HostIndex;
 pub use self::matches::*;
 pub use self::resilience::*;
 pub use self::spiffe::*;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attache_config::model::{
-    Backend, Bulkhead, EndpointAddr, Filters, Limits, Listener, ListenerTarget, Route, Snapshot, UpstreamProtocol,
-    WeightedBackend,
+    Backend, Bulkhead, EndpointAddr, Filters, HostIndex, Limits, Listener, ListenerTarget, Route, Snapshot,
+    UpstreamProtocol, WeightedBackend,
 };
 use tokio::sync::watch;
 
@@ -25,11 +25,18 @@ pub struct Dataplane {
     pub inbound: HashMap<Arc<str>, Arc<ResolvedRoute>>,
     /// Parallel to `snapshot.services` and each service's routes: the routes resolved against `backends`.
     services: Vec<Box<[Arc<ResolvedRoute>]>>,
+    /// `snapshot.services` by host.
+    hosts: HostIndex,
 }
 
 impl Dataplane {
     pub fn backend(&self, name: &str) -> Option<&BackendHandle> {
         self.backends.get(name)
+    }
+
+    /// The index in `snapshot.services` of the service for `authority` (`Snapshot::service_index_for`).
+    pub fn service_for(&self, authority: &str) -> Option<usize> {
+        self.hosts.find(authority)
     }
 
     /// The resolved route at `route` of the service at `service` in the snapshot.
@@ -47,7 +54,8 @@ impl Dataplane {
         let services =
             snapshot.services.iter().map(|s| s.routes.iter().map(|r| resolve(r.clone())).collect()).collect();
         let inbound = inbound.into_iter().map(|(listener, route)| (listener, resolve(Arc::new(route)))).collect();
-        Self { snapshot, backends, inbound, services }
+        let hosts = HostIndex::new(&snapshot.services);
+        Self { snapshot, backends, inbound, services, hosts }
     }
 }
 

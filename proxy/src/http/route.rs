@@ -62,7 +62,7 @@ impl Middleware for RouteStage {
 /// By Host (or authority); for an intercepted connection whose Host names no service, by the address it dialed.
 fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<ResolvedRoute>, BoxError> {
     let snapshot = &plane.snapshot;
-    let by_host = super::authority(&head.uri, &head.headers).and_then(|a| snapshot.service_index_for(a));
+    let by_host = super::authority(&head.uri, &head.headers).and_then(|a| plane.service_for(a));
     let original_dst = || head.extensions.get::<Downstream>()?.conn.original_dst;
     let by_address = || original_dst().and_then(|d| snapshot.service_index_at(d));
     let service = by_host.or_else(by_address).ok_or_else(|| no_route(head))?;

@@ -38,9 +38,11 @@ fn present(headers: &HeaderMap) -> u8 {
     bits
 }
 
-fn has(bits: u8, name: &HeaderName) -> bool {
-    ALL.iter().position(|n| n == name).is_some_and(|i| bits & (1 << i) != 0)
-}
+/// Bits of `ALL` by index, as `present` returns them.
+const TRACEPARENT_BIT: u8 = 1 << 0;
+const B3_BIT: u8 = 1 << 2;
+/// `x-b3-traceid`, `-spanid`, `-sampled` and `-flags` (not `-parentspanid`: alone it is no context).
+const B3_MULTI_BITS: u8 = 1 << 3 | 1 << 4 | 1 << 6 | 1 << 7;
 
 /// The longest `tracestate` propagated (W3C: at least 512 characters must be carried).
 const MAX_TRACESTATE: usize = 512;
@@ -288,12 +290,8 @@ fn parse_b3_multi(headers: &HeaderMap) -> Option<B3Read> {
 /// `X-B3-*` headers; the first valid one is continued, and every form that came is written back.
 pub fn extract(headers: &HeaderMap) -> Incoming {
     let bits = present(headers);
-    let present = |n: &HeaderName| has(bits, n);
-    let forms = Propagation {
-        w3c: present(&TRACEPARENT),
-        b3: present(&B3),
-        b3multi: [&B3_TRACE_ID, &B3_SPAN_ID, &B3_SAMPLED, &B3_FLAGS].into_iter().any(present),
-    };
+    let forms =
+        Propagation { w3c: bits & TRACEPARENT_BIT != 0, b3: bits & B3_BIT != 0, b3multi: bits & B3_MULTI_BITS != 0 };
     let mut incoming =
         Incoming { parent: None, sampled: None, debug: false, forms, tracestate: None, short_trace_id: false };
     if bits == 0 {

@@ -212,3 +212,11 @@ fn outgoing(trace_id: TraceId, span_id: SpanId, parent_span_id: Option<SpanId>, 
         short_trace_id: false,
     }
 }
+
+#[test]
+fn the_form_bits_name_their_headers() {
+    let bit = |name: &HeaderName| ALL.iter().position(|n| n == name).map_or(0, |i| 1u8 << i);
+    assert_eq!(bit(&TRACEPARENT), TRACEPARENT_BIT);
+    assert_eq!(bit(&B3), B3_BIT);
+    assert_eq!(bit(&B3_TRACE_ID) | bit(&B3_SPAN_ID) | bit(&B3_SAMPLED) | bit(&B3_FLAGS), B3_MULTI_BITS);
+}

@@ -1,0 +1,160 @@
+//! Services by host, for routing every request: `Snapshot::service_index_for` in a hash lookup instead of a scan
+//! of every service's hosts (O(services) per request, and a mesh has hundreds).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{split_authority, HostMatch, Service};
+
+/// Longest authority looked up without allocating its lower-cased key (a DNS name is at most 253 bytes).
+const KEY_MAX: usize = 272;
+
+/// The answer of `Snapshot::service_index_for` for the same services: the first service, in order, with a host
+/// that matches.
+#[derive(Clone, Debug, Default)]
+pub struct HostIndex {
+    /// Lower-cased exact host (with its port, when it has one) -> the first service that lists it.
+    exact: HashMap<Box<str>, usize>,
+    /// `(service, suffix)` for every `*.` host, in service order.
+    suffixes: Vec<(usize, Box<str>)>,
+}
+
+impl HostIndex {
+    pub fn new(services: &[Arc<Service>]) -> Self {
+        let mut index = Self::default();
+        for (i, service) in services.iter().enumerate() {
+            for host in &service.hosts {
+                match host {
+                    HostMatch::Exact(want) => {
+                        index.exact.entry(want.to_ascii_lowercase().into()).or_insert(i);
+                    }
+                    HostMatch::Suffix(suffix) => index.suffixes.push((i, suffix.to_ascii_lowercase().into())),
+                }
+            }
+        }
+        index
+    }
+
+    /// The index of the service for `authority` (`host` or `host:port`, any case; a fully qualified `host.` is
+    /// the same host).
+    pub fn find(&self, authority: &str) -> Option<usize> {
+        let (host, port) = split_authority(authority);
+        if !host.ends_with('.') {
+            return self.find_normalized(authority, host);
+        }
+        let host = host.trim_end_matches('.');
+        match port {
+            Some(port) => {
+                let authority = format!("{host}:{port}");
+                self.find_normalized(&authority, host)
+            }
+            None => self.find_normalized(host, host),
+        }
+    }
+
+    /// `host` is `authority` without its port. An exact host matches either (see `HostMatch::matches`: one with a
+    /// port matches only that authority, one without it the host at any port), so both keys are looked up.
+    fn find_normalized(&self, authority: &str, host: &str) -> Option<usize> {
+        let exact = |key: &str| with_lowercase(key, |k| self.exact.get(k).copied());
+        let mut best = exact(authority);
+        if host.len() != authority.len() {
+            best = min(best, exact(host));
+        }
+        let suffix = self
+            .suffixes
+            .iter()
+            .take_while(|(i, _)| best.is_none_or(|b| *i < b))
+            .find(|(_, s)| host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s));
+        min(best, suffix.map(|(i, _)| *i))
+    }
+}
+
+fn min(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Calls `f` with `s` lower-cased, on the stack when it fits.
+fn with_lowercase<T>(s: &str, f: impl FnOnce(&str) -> T) -> T {
+    let mut buf = [0u8; KEY_MAX];
+    match buf.get_mut(..s.len()) {
+        Some(key) => {
+            key.copy_from_slice(s.as_bytes());
+            key.make_ascii_lowercase();
+            // ASCII lower-casing keeps UTF-8 valid, so this cannot fail; the owned path is the fallback anyway.
+            match std::str::from_utf8(key) {
+                Ok(key) => f(key),
+                Err(_) => f(&s.to_ascii_lowercase()),
+            }
+        }
+        None => f(&s.to_ascii_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Snapshot;
+
+    fn snapshot() -> Snapshot {
+        let yaml = r#"
+services:
+  - name: pinned
+    hosts: ["api.local:8080", "[::1]:9000"]
+    routes: [{ name: r, backends: [{ name: b }] }]
+  - name: wild
+    hosts: ["*.svc.local", "Mixed.Case"]
+    routes: [{ name: r, backends: [{ name: b }] }]
+  - name: api
+    hosts: ["api.local", "127.0.0.1", "x.svc.local", "[::1]"]
+    routes: [{ name: r, backends: [{ name: b }] }]
+  - name: later-wild
+    hosts: ["*.local"]
+    routes: [{ name: r, backends: [{ name: b }] }]
+backends:
+  - { name: b, endpoints: ["127.0.0.1:1"] }
+"#;
+        crate::load_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Every authority gets the service the reference scan (`Snapshot::service_index_for`) picks.
+    #[test]
+    fn the_index_answers_as_the_scan_does() {
+        let snapshot = snapshot();
+        let index = HostIndex::new(&snapshot.services);
+        let hosts = [
+            "api.local",
+            "API.LOCAL",
+            "api.local.",
+            "x.svc.local",
+            "y.svc.local",
+            "svc.local",
+            "a.b.svc.local",
+            "other.local",
+            "local",
+            "mixed.case",
+            "MIXED.case.",
+            "127.0.0.1",
+            "[::1]",
+            "[::1",
+            "nowhere",
+            "",
+            "a:b:c",
+        ];
+        let ports = ["", ":8080", ":9000", ":80", ":"];
+        for host in hosts {
+            for port in ports {
+                let authority = format!("{host}{port}");
+                assert_eq!(index.find(&authority), snapshot.service_index_for(&authority), "{authority:?}");
+            }
+        }
+        let long = format!("{}.svc.local", "a".repeat(400));
+        assert_eq!(index.find(&long), Some(1), "a key longer than the stack buffer");
+        assert_eq!(index.find("api.local:8080"), Some(0));
+        assert_eq!(index.find("api.local:80"), Some(2));
+        assert_eq!(index.find("x.svc.local"), Some(1), "an earlier suffix wins over a later exact host");
+        assert_eq!(index.find("q.local"), Some(3));
+    }
+}
