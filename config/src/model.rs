@@ -255,9 +255,7 @@ impl HostMatch {
         match self {
             Self::Exact(want) if want.contains(':') && !want.starts_with('[') => want.eq_ignore_ascii_case(authority),
             Self::Exact(want) => want.eq_ignore_ascii_case(host) || want.eq_ignore_ascii_case(authority),
-            Self::Suffix(suffix) => {
-                host.len() > suffix.len() && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
+            Self::Suffix(suffix) => ends_with_ignore_case(host, suffix),
         }
     }
 }
@@ -302,6 +300,13 @@ impl Route {
         }
         Some(path)
     }
+}
+
+/// `host` is longer than `suffix` and ends with it, ASCII case aside (by bytes: a cut inside a multi-byte character
+/// of a hostile `Host` is no panic).
+fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
+    let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
+    host.len() > suffix.len() && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
 }
 
 /// Splits `host:port`, `[v6]:port`, `host` into host and optional port.

@@ -208,7 +208,6 @@ fn latency_histogram() -> LatencyHistogram {
     )
 }
 
-/// `2xx`, `4xx`, ...
 /// The `status_class` label values.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -217,6 +216,7 @@ pub fn status_class_index(status: http::StatusCode) -> usize {
     usize::from(status.as_u16() / 100).clamp(1, STATUS_CLASSES.len()) - 1
 }
 
+/// `2xx`, `4xx`, ...
 pub fn status_class(status: http::StatusCode) -> &'static str {
     STATUS_CLASSES[status_class_index(status)]
 }

@@ -17,6 +17,8 @@ pub struct HostIndex {
     exact: HashMap<Box<str>, usize>,
     /// `(service, suffix)` for every `*.` host, in service order.
     suffixes: Vec<(usize, Box<str>)>,
+    /// The longest key in `exact`: a longer authority (a client's choice) is not lower-cased to be looked up.
+    longest: usize,
 }
 
 impl HostIndex {
@@ -26,6 +28,7 @@ impl HostIndex {
             for host in &service.hosts {
                 match host {
                     HostMatch::Exact(want) => {
+                        index.longest = index.longest.max(want.len());
                         index.exact.entry(want.to_ascii_lowercase().into()).or_insert(i);
                     }
                     HostMatch::Suffix(suffix) => index.suffixes.push((i, suffix.to_ascii_lowercase().into())),
@@ -55,7 +58,10 @@ impl HostIndex {
     /// `host` is `authority` without its port. An exact host matches either (see `HostMatch::matches`: one with a
     /// port matches only that authority, one without it the host at any port), so both keys are looked up.
     fn find_normalized(&self, authority: &str, host: &str) -> Option<usize> {
-        let exact = |key: &str| with_lowercase(key, |k| self.exact.get(k).copied());
+        let exact = |key: &str| match key.len() <= self.longest {
+            true => with_lowercase(key, |k| self.exact.get(k).copied()),
+            false => None,
+        };
         let mut best = exact(authority);
         if host.len() != authority.len() {
             best = min(best, exact(host));
@@ -64,7 +70,7 @@ impl HostIndex {
             .suffixes
             .iter()
             .take_while(|(i, _)| best.is_none_or(|b| *i < b))
-            .find(|(_, s)| host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s));
+            .find(|(_, s)| super::ends_with_ignore_case(host, s));
         min(best, suffix.map(|(i, _)| *i))
     }
 }
@@ -111,7 +117,7 @@ services:
     hosts: ["api.local", "127.0.0.1", "x.svc.local", "[::1]"]
     routes: [{ name: r, backends: [{ name: b }] }]
   - name: later-wild
-    hosts: ["*.local"]
+    hosts: ["*.local", "other.local"]
     routes: [{ name: r, backends: [{ name: b }] }]
 backends:
   - { name: b, endpoints: ["127.0.0.1:1"] }
@@ -156,5 +162,7 @@ backends:
         assert_eq!(index.find("api.local:80"), Some(2));
         assert_eq!(index.find("x.svc.local"), Some(1), "an earlier suffix wins over a later exact host");
         assert_eq!(index.find("q.local"), Some(3));
+        assert_eq!(index.find("éa.svc.local"), Some(1), "a non-ASCII host is compared by bytes, without a panic");
+        assert_eq!(index.find("é"), None);
     }
 }

@@ -15,6 +15,9 @@ pub struct RequestMeta {
     /// The request's trace hop, continued by the observe layer (one extension for both: each is a box there, and
     /// a retry's copy of the head clones every one).
     pub hop: Option<Arc<crate::trace::Hop>>,
+    /// The matched route with its resolved backends. The meta lives as long as the response body (the access
+    /// log's tap), so a streaming response keeps its route's backend handles alive past a reload that removed
+    /// them, as the request's in-flight connection does anyway.
     pub route: OnceLock<Arc<ResolvedRoute>>,
     /// The backend of the latest attempt (the one whose answer the client gets), as its index in the route's
     /// backends.

@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 use http::{HeaderMap, Request, Response, Uri};
 use tokio::sync::watch;
@@ -43,7 +43,7 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Inf
 /// A whole pipeline: it never fails, errors are already responses. Called through `&self`: each call clones the
 /// concrete stack (`Arc` increments) and returns observe's future as it is, where a `BoxCloneSyncService` boxed a
 /// fresh copy of the stack per request and boxed the boxed future again. No `poll_ready`: every stage is always
-/// ready (admission is a counter in `admit`, not a semaphore to wait on); debug builds check it on every call.
+/// ready (admission is a counter in `admit`, not a semaphore to wait on), so waiting for readiness is never needed.
 #[derive(Clone)]
 pub struct HttpService(Arc<dyn Fn(Request<Body>) -> ResponseFuture + Send + Sync>);
 
@@ -55,8 +55,16 @@ impl HttpService {
     {
         Self(Arc::new(move |req| {
             let mut svc = svc.clone();
-            debug_assert!(svc.poll_ready(&mut Context::from_waker(Waker::noop())).is_ready());
-            svc.call(req)
+            // Every stage is ready at once today. One that is not (a later layer that waits for capacity) is
+            // answered 503 here, never called against tower's contract; debug builds say it is a bug.
+            match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(())) => svc.call(req),
+                _ => {
+                    debug_assert!(false, "a pipeline stage was not ready");
+                    let overloaded = tower::load_shed::error::Overloaded::new();
+                    Box::pin(std::future::ready(Ok(rescue::respond(&overloaded, req.version()))))
+                }
+            }
         }))
     }
 

@@ -86,10 +86,14 @@ where
     type Output = Result<Response<Body>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match (this.failed.take(), this.inner.as_pin_mut()) {
+        let mut this = self.project();
+        let result = match (this.failed.take(), this.inner.as_mut().as_pin_mut()) {
             (Some(err), _) => Err(err),
-            (None, Some(inner)) => std::task::ready!(inner.poll(cx)).map_err(Into::into),
+            (None, Some(inner)) => {
+                let out = std::task::ready!(inner.poll(cx)).map_err(Into::into);
+                this.inner.set(None);
+                out
+            }
             (None, None) => Err("the request's future was polled after it completed".into()),
         };
         Poll::Ready(Ok(result.unwrap_or_else(|err| respond(&*err, *this.version))))

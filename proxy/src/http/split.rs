@@ -30,21 +30,15 @@ impl tower::Service<Request<Body>> for Split {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let req_method = req.method().clone();
-        let Some(target) = req.extensions().get::<Target>().cloned() else {
+        let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
         };
-        let route = &target.route;
         let mut chosen = choose(&route.backends, route.sticky.as_ref(), &req);
         // A backend whose every endpoint is ejected gets none of the traffic while others can take it: the choice is
         // made again, by weight, among those.
         if route.backends.len() > 1 && route.backend(chosen).is_some_and(|b| !b.is_available()) {
-            let available: Vec<usize> =
-                (0..route.backends.len()).filter(|&i| route.backend(i).is_some_and(|h| h.is_available())).collect();
-            let weighted: Vec<WeightedBackend> =
-                available.iter().filter_map(|&i| route.backends.get(i).cloned()).collect();
-            if !weighted.is_empty() {
-                chosen = available.get(choose(&weighted, route.sticky.as_ref(), &req)).copied().unwrap_or(chosen);
-            }
+            let available = |i: usize| route.backend(i).is_some_and(|h| h.is_available());
+            chosen = choose_where(&route.backends, available, route.sticky.as_ref(), &req).unwrap_or(chosen);
         }
         if let Some(meta) = RequestMeta::of(&req) {
             meta.set_backend(chosen);
@@ -73,7 +67,7 @@ impl tower::Service<Request<Body>> for Split {
         Box::pin(async move {
             let result = fut.await;
             let served = meta.as_ref().and_then(|m| m.served());
-            attempt_span(&attempt, &method, &backend_name, &target.route.service, &result, served);
+            attempt_span(&attempt, &method, &backend_name, &route.service, &result, served);
             result
         })
     }
@@ -124,22 +118,39 @@ pub fn choose<B>(backends: &[WeightedBackend], sticky: Option<&Sticky>, req: &Re
     if backends.len() <= 1 {
         return 0;
     }
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    let point = match sticky.and_then(|s| sticky_key(s, req)) {
-        Some(key) => fnv1a(key) % total.max(1),
-        None => rand::random_range(0..total.max(1)),
-    };
-    pick(backends, point)
+    choose_where(backends, |_| true, sticky, req).unwrap_or(0)
 }
 
-fn pick(backends: &[WeightedBackend], mut point: u64) -> usize {
-    for (i, b) in backends.iter().enumerate() {
-        if point < u64::from(b.weight) {
-            return i;
-        }
-        point -= u64::from(b.weight);
+/// `choose` among the backends whose index `keep` accepts, by their weights; `None` when it accepts none.
+fn choose_where<B>(
+    backends: &[WeightedBackend],
+    keep: impl Fn(usize) -> bool,
+    sticky: Option<&Sticky>,
+    req: &Request<B>,
+) -> Option<usize> {
+    let kept = || backends.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(i, b)| (i, u64::from(b.weight)));
+    let total: u64 = kept().map(|(_, w)| w).sum();
+    if total == 0 {
+        return None;
     }
-    backends.len().saturating_sub(1)
+    let point = match sticky.and_then(|s| sticky_key(s, req)) {
+        Some(key) => fnv1a(key) % total,
+        None => rand::random_range(0..total),
+    };
+    pick(kept(), point)
+}
+
+/// The index whose cumulative weight range holds `point`.
+fn pick(weights: impl Iterator<Item = (usize, u64)>, mut point: u64) -> Option<usize> {
+    let mut last = None;
+    for (i, weight) in weights {
+        if point < weight {
+            return Some(i);
+        }
+        point -= weight;
+        last = Some(i);
+    }
+    last
 }
 
 fn sticky_key<'a, B>(sticky: &Sticky, req: &'a Request<B>) -> Option<&'a [u8]> {
@@ -212,9 +223,19 @@ mod tests {
 
     #[test]
     fn pick_walks_cumulative_weights() {
-        let r = route(&[("a", 1), ("b", 2)], None);
-        assert_eq!(pick(&r.backends, 0), 0);
-        assert_eq!(pick(&r.backends, 1), 1);
-        assert_eq!(pick(&r.backends, 2), 1);
+        let weights = || [(0, 1), (1, 2)].into_iter();
+        assert_eq!(pick(weights(), 0), Some(0));
+        assert_eq!(pick(weights(), 1), Some(1));
+        assert_eq!(pick(weights(), 2), Some(1));
+        assert_eq!(pick(std::iter::empty(), 0), None);
+    }
+
+    #[test]
+    fn the_choice_among_some_backends_takes_only_those() {
+        let r = route(&[("a", 1), ("b", 2), ("c", 3)], None);
+        let req = Request::builder().body(()).unwrap();
+        let keep = |i: usize| i != 1;
+        assert!((0..200).all(|_| choose_where(&r.backends, keep, None, &req).is_some_and(|i| i != 1)));
+        assert_eq!(choose_where(&r.backends, |_| false, None, &req), None);
     }
 }
