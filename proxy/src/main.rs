@@ -8,6 +8,11 @@ use attache_proxy::source::{file, ConfigStatus};
 use attache_proxy::Proxy;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: a request allocates ~25 times, and glibc's malloc and free were ~14% of its
+/// instructions (BENCHMARKS.md, allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "attache-proxy", version, about = "Attaché sidecar proxy")]
 struct Cli {
