@@ -1,5 +1,5 @@
-//! The one body type that flows through both pipelines: a pass-through of hyper's `Incoming` (no copy, no box) or a
-//! small synthesized body.
+//! The one body type that flows through both pipelines: a pass-through of hyper's `Incoming` or of an HTTP/2
+//! upstream stream (no copy, no box), or a small synthesized body.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,15 +27,28 @@ pin_project_lite::pin_project! {
         Empty,
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming },
+        /// An HTTP/2 upstream response (`backend::h2conn`): received data is released to the peer's flow-control
+        /// window as it is passed on; `guard` tells the request body's pump whether the response was read to its
+        /// end (a send) or abandoned (a drop).
+        H2 { recv: h2::RecvStream, data_done: bool, guard: Option<tokio::sync::oneshot::Sender<()>> },
         Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
         /// Frames read ahead (to decide on a retry), then whatever is left of the original body, or the error
         /// that ended it.
         Buffered {
             frames: std::collections::VecDeque<Frame<Bytes>>,
             rest: Option<Pin<Box<Body>>>,
-            error: Option<hyper::Error>,
+            error: Option<BodyError>,
         },
     }
+}
+
+/// Why a body in flight failed: the downstream or HTTP/1.1 side (hyper), or an HTTP/2 upstream stream.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] h2::Error),
 }
 
 /// Watches a body go by: told of every data frame and of a clean end; dropped when the body ends or is dropped.
@@ -73,7 +86,7 @@ impl Body {
     }
 
     /// Frames read ahead from a body that then failed: the failure is passed on after them.
-    pub fn buffered_then_error(frames: Vec<Frame<Bytes>>, error: hyper::Error) -> Self {
+    pub fn buffered_then_error(frames: Vec<Frame<Bytes>>, error: BodyError) -> Self {
         Self { kind: Kind::Buffered { frames: frames.into(), rest: None, error: Some(error) } }
     }
 
@@ -86,6 +99,41 @@ impl Body {
 fn finish(tap: &mut Option<Box<dyn BodyTap>>) {
     if let Some(mut t) = tap.take() {
         t.finished();
+    }
+}
+
+impl Body {
+    /// An HTTP/2 upstream response body: `guard` is fired when the body has been read to its end, and dropped
+    /// unfired if it is dropped before.
+    pub fn h2(recv: h2::RecvStream, guard: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
+        Self { kind: Kind::H2 { recv, data_done: false, guard } }
+    }
+}
+
+/// The next frame of an HTTP/2 stream: its data, then its trailers. Data is released to the flow-control window as
+/// it is handed on (the consumer's pace is the window's pace). A reset with NO_ERROR after the data began is the
+/// server ending the body early, not a failure (RFC 9113 section 8.1).
+fn poll_h2(
+    recv: &mut h2::RecvStream,
+    data_done: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    if !*data_done {
+        match std::task::ready!(recv.poll_data(cx)) {
+            Some(Ok(data)) => {
+                let _ = recv.flow_control().release_capacity(data.len());
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => *data_done = true,
+        }
+    }
+    match std::task::ready!(recv.poll_trailers(cx)) {
+        Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+        Ok(None) => Poll::Ready(None),
+        Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
+        Err(e) => Poll::Ready(Some(Err(e.into()))),
     }
 }
 
@@ -103,13 +151,23 @@ impl From<Incoming> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project().kind.project() {
             KindProj::Empty => Poll::Ready(None),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Incoming { inner } => inner.poll_frame(cx),
+            KindProj::Incoming { inner } => inner.poll_frame(cx).map_err(BodyError::from),
+            KindProj::H2 { recv, data_done, guard } => {
+                let frame = std::task::ready!(poll_h2(recv, data_done, cx));
+                // At its end: a consumer that sees `is_end_stream` after the last frame does not poll again.
+                if frame.is_none() || recv.is_end_stream() {
+                    if let Some(guard) = guard.take() {
+                        let _ = guard.send(());
+                    }
+                }
+                Poll::Ready(frame)
+            }
             KindProj::Tapped { inner, tap } => {
                 let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
                 match &frame {
@@ -142,6 +200,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full { data } => data.is_none(),
             Kind::Incoming { inner } => inner.is_end_stream(),
+            Kind::H2 { recv, .. } => recv.is_end_stream(),
             Kind::Tapped { inner, .. } => inner.is_end_stream(),
             Kind::Buffered { frames, rest, error } => {
                 frames.is_empty() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream())
@@ -154,6 +213,8 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Incoming { inner } => inner.size_hint(),
+            Kind::H2 { recv, .. } if recv.is_end_stream() => SizeHint::with_exact(0),
+            Kind::H2 { .. } => SizeHint::new(),
             Kind::Tapped { inner, .. } => inner.size_hint(),
             Kind::Buffered { frames, rest, .. } => {
                 let buffered: u64 = frames.iter().filter_map(|f| f.data_ref()).map(|d| d.len() as u64).sum();

@@ -10,6 +10,7 @@ mod connect;
 mod discover;
 pub mod endpoint;
 mod h1pool;
+mod h2conn;
 pub(crate) mod health;
 
 use std::collections::HashMap;
