@@ -27,10 +27,8 @@ pin_project_lite::pin_project! {
         Empty,
         Full { data: Option<Bytes> },
         Incoming { #[pin] inner: Incoming },
-        /// An HTTP/2 upstream response (`backend::h2conn`): received data is released to the peer's flow-control
-        /// window as it is passed on; `guard` tells the request body's pump whether the response was read to its
-        /// end (a send) or abandoned (a drop).
-        H2 { recv: h2::RecvStream, data_done: bool, guard: Option<tokio::sync::oneshot::Sender<()>> },
+        /// An HTTP/2 upstream response (`backend::h2conn`).
+        H2 { inner: H2Recv },
         Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
         /// Frames read ahead (to decide on a retry), then whatever is left of the original body, or the error
         /// that ended it.
@@ -103,37 +101,54 @@ fn finish(tap: &mut Option<Box<dyn BodyTap>>) {
 }
 
 impl Body {
-    /// An HTTP/2 upstream response body: `guard` is fired when the body has been read to its end, and dropped
-    /// unfired if it is dropped before.
+    /// An HTTP/2 upstream response body. `guard`, if any, is fired when the body is dropped at its end (read to
+    /// the end, or a response without a body), and dropped unfired if the body is dropped before.
     pub fn h2(recv: h2::RecvStream, guard: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
-        Self { kind: Kind::H2 { recv, data_done: false, guard } }
+        Self { kind: Kind::H2 { inner: H2Recv { recv, data_done: false, guard } } }
     }
 }
 
-/// The next frame of an HTTP/2 stream: its data, then its trailers. Data is released to the flow-control window as
-/// it is handed on (the consumer's pace is the window's pace). A reset with NO_ERROR after the data began is the
-/// server ending the body early, not a failure (RFC 9113 section 8.1).
-fn poll_h2(
-    recv: &mut h2::RecvStream,
-    data_done: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-    if !*data_done {
-        match std::task::ready!(recv.poll_data(cx)) {
-            Some(Ok(data)) => {
-                let _ = recv.flow_control().release_capacity(data.len());
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+/// An HTTP/2 stream's receiving half. Data is released to the flow-control window as it is handed on (the
+/// consumer's pace is the window's pace); its guard tells the request body's pump, at drop, whether the response
+/// was complete or abandoned. Decided at drop, not at the last poll: a consumer that sees `is_end_stream` (a
+/// response of headers only, or after the last frame) never polls again.
+#[derive(Debug)]
+pub struct H2Recv {
+    recv: h2::RecvStream,
+    data_done: bool,
+    guard: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl H2Recv {
+    /// Its data, then its trailers. Any reset before the end of the stream is an error, NO_ERROR included: a
+    /// server's RST_STREAM(NO_ERROR) after a complete response (RFC 9113 section 8.1) comes after END_STREAM, and
+    /// `h2` then reports a clean end; one before it cut the body short.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if !self.data_done {
+            match std::task::ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                None => self.data_done = true,
             }
-            Some(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => *data_done = true,
+        }
+        match std::task::ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
-    match std::task::ready!(recv.poll_trailers(cx)) {
-        Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-        Ok(None) => Poll::Ready(None),
-        Err(e) if e.reason() == Some(h2::Reason::NO_ERROR) => Poll::Ready(None),
-        Err(e) => Poll::Ready(Some(Err(e.into()))),
+}
+
+impl Drop for H2Recv {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            if self.recv.is_end_stream() {
+                let _ = guard.send(());
+            }
+        }
     }
 }
 
@@ -158,16 +173,7 @@ impl http_body::Body for Body {
             KindProj::Empty => Poll::Ready(None),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Incoming { inner } => inner.poll_frame(cx).map_err(BodyError::from),
-            KindProj::H2 { recv, data_done, guard } => {
-                let frame = std::task::ready!(poll_h2(recv, data_done, cx));
-                // At its end: a consumer that sees `is_end_stream` after the last frame does not poll again.
-                if frame.is_none() || recv.is_end_stream() {
-                    if let Some(guard) = guard.take() {
-                        let _ = guard.send(());
-                    }
-                }
-                Poll::Ready(frame)
-            }
+            KindProj::H2 { inner } => inner.poll_frame(cx),
             KindProj::Tapped { inner, tap } => {
                 let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
                 match &frame {
@@ -200,7 +206,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full { data } => data.is_none(),
             Kind::Incoming { inner } => inner.is_end_stream(),
-            Kind::H2 { recv, .. } => recv.is_end_stream(),
+            Kind::H2 { inner } => inner.recv.is_end_stream(),
             Kind::Tapped { inner, .. } => inner.is_end_stream(),
             Kind::Buffered { frames, rest, error } => {
                 frames.is_empty() && error.is_none() && rest.as_ref().is_none_or(|r| r.is_end_stream())
@@ -213,7 +219,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Incoming { inner } => inner.size_hint(),
-            Kind::H2 { recv, .. } if recv.is_end_stream() => SizeHint::with_exact(0),
+            Kind::H2 { inner } if inner.recv.is_end_stream() => SizeHint::with_exact(0),
             Kind::H2 { .. } => SizeHint::new(),
             Kind::Tapped { inner, .. } => inner.size_hint(),
             Kind::Buffered { frames, rest, .. } => {

@@ -22,12 +22,15 @@ use crate::body::Body;
 use crate::errors::{BoxError, Refused, UpstreamFailed};
 use crate::tls::Alpn;
 
-/// Flow-control windows and buffers, as hyper's client set them: large enough that one stream on loopback or a LAN
+/// Flow-control windows, buffers and the stream limit before the server's SETTINGS, as hyper's client set them: large enough that one stream on loopback or a LAN
 /// is not window-bound (a 64 KiB default window halts a 1 MiB body 16 times per round trip).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// Streams opened on a fresh connection before the server's SETTINGS say how many it takes (h2's default is no
+/// limit: a burst on a redialled connection would have its excess refused).
+const INITIAL_MAX_STREAMS: usize = 100;
 /// The largest response head accepted from an upstream.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
@@ -89,6 +92,7 @@ impl H2Conn {
             .max_frame_size(MAX_FRAME_SIZE)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_LIST)
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .enable_push(false)
             .handshake::<_, Bytes>(stream)
             .await
@@ -158,7 +162,7 @@ fn strip_connection_specific(headers: &mut HeaderMap) {
 
 /// Starts the task that sends `body` on `stream`. The returned guard goes with the response: dropped unfired (the
 /// response was abandoned: the client went away, the route timed out) it resets the stream if the body is still
-/// going; fired (the response was read to its end) the body goes on to its end, as a server that answered early
+/// going; fired (the response was complete) the body goes on to its end, as a server that answered early
 /// may still read it (RFC 9113 section 8.1; it asks for the rest to stop with RST_STREAM NO_ERROR).
 fn pump<B>(body: B, stream: SendStream<Bytes>) -> oneshot::Sender<()>
 where

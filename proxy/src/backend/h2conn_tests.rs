@@ -20,9 +20,24 @@ enum Seen {
     Reset(Option<Reason>),
 }
 
-/// Answers each stream at once (200, body `ok`, trailer `grpc-status: 0`), then reads the request body to its end
-/// and reports it. `window`: the server's initial stream window (small, to make the client wait for capacity).
+/// How the server answers each stream, at once, before it reads the request body.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 200, body `ok`, trailer `grpc-status: 0`.
+    Full,
+    /// 200 and END_STREAM on the headers (a 204, a gRPC trailers-only answer).
+    HeadersOnly,
+    /// 200, `par`, then RST_STREAM(NO_ERROR) before the end of the stream.
+    Truncated,
+}
+
+/// Answers each stream at once (`answer`), then reads the request body to its end and reports it. `window`: the
+/// server's initial stream window (small, to make the client wait for capacity).
 async fn server(window: u32) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    answering(window, Answer::Full).await
+}
+
+async fn answering(window: u32, answer: Answer) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (seen_tx, seen) = mpsc::unbounded_channel();
@@ -34,11 +49,22 @@ async fn server(window: u32) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
                 while let Some(Ok((req, mut respond))) = conn.accept().await {
                     let seen_tx = seen_tx.clone();
                     tokio::spawn(async move {
-                        let mut send = respond.send_response(Response::new(()), false).unwrap();
-                        send.send_data(Bytes::from_static(b"ok"), false).unwrap();
-                        let mut trailers = HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        send.send_trailers(trailers).unwrap();
+                        let headers_only = matches!(answer, Answer::HeadersOnly);
+                        let mut send = respond.send_response(Response::new(()), headers_only).unwrap();
+                        match answer {
+                            Answer::Full => {
+                                send.send_data(Bytes::from_static(b"ok"), false).unwrap();
+                                let mut trailers = HeaderMap::new();
+                                trailers.insert("grpc-status", "0".parse().unwrap());
+                                send.send_trailers(trailers).unwrap();
+                            }
+                            Answer::HeadersOnly => {}
+                            Answer::Truncated => {
+                                send.send_data(Bytes::from_static(b"par"), false).unwrap();
+                                send.send_reset(Reason::NO_ERROR);
+                                return;
+                            }
+                        }
                         let mut body = req.into_body();
                         let mut bytes = 0;
                         let seen = loop {
@@ -96,6 +122,31 @@ async fn a_request_body_larger_than_the_window_arrives_whole_with_its_trailers()
             assert_eq!(trailers.unwrap().get("x-sum").unwrap(), "1");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_answer_of_headers_only_lets_the_upload_finish() {
+    let (addr, mut seen) = answering(1_024, Answer::HeadersOnly).await;
+    let frames = vec![http_body::Frame::data(Bytes::from(vec![7u8; 50_000]))];
+    let rsp = client(addr).send(request(Body::buffered(frames, None))).await.unwrap();
+    assert!(http_body::Body::is_end_stream(rsp.body()), "nothing to read");
+    // A consumer that sees the end never polls the body: dropping it complete must not cancel the upload.
+    drop(rsp);
+    let seen = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert!(matches!(seen, Seen::Body { bytes: 50_000, .. }), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_reset_before_the_end_of_the_stream_is_a_failure_not_a_short_body() {
+    let (addr, _seen) = answering(65_535, Answer::Truncated).await;
+    // The reset may be read with the headers (the response fails) or after them (the body fails).
+    match client(addr).send(request(Body::empty())).await {
+        Ok(rsp) => {
+            let err = rsp.into_body().collect().await.unwrap_err();
+            assert!(matches!(err, crate::body::BodyError::H2(ref e) if e.reason() == Some(Reason::NO_ERROR)), "{err}");
+        }
+        Err(err) => assert!(err.is::<UpstreamFailed>(), "{err}"),
     }
 }
 
