@@ -13,8 +13,10 @@ cd "$(dirname "$0")/../.."
 here=bench/harness
 variant=${1:-bare}
 n1=${N1:-500} n2=${N2:-2500}
-bin=${ATTACHE_PROXY:-$PWD/target/release/attache-proxy}
-[ -x "$bin" ] || cargo build --release --locked -p attache-proxy
+# DHAT counts what goes through malloc: the sidecar's own allocator (mimalloc) does not, so this builds the binary
+# with the system allocator, in a target directory of its own.
+bin=${ATTACHE_PROXY:-$PWD/target/system-alloc/release/attache-proxy}
+[ -x "$bin" ] || cargo build --release --locked -p attache-proxy --no-default-features --target-dir target/system-alloc
 work=$(mktemp -d /tmp/attache-allocs.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work"/{cb,pt,ft,ut,st,www}

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc malloc: a request allocates ~25 times, and glibc's malloc and free were ~14% of its
 /// instructions (BENCHMARKS.md, allocator).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
