@@ -129,6 +129,11 @@ impl H2Conn {
             let error = match sender.ready().await {
                 Ok(mut sender) => {
                     let end_of_stream = body.is_end_stream();
+                    // `send_request` takes the head: a GOAWAY read by the connection task on another worker between
+                    // `ready` and here (multi-thread runtime only) fails this request as `Refused`, for the route's
+                    // retries, instead of redialling; keeping a copy of every head for that window would cost each
+                    // request an allocation.
+
                     let (response, stream) = sender
                         .send_request(Request::from_parts(head, ()), end_of_stream)
                         .map_err(|e| h2_error(addr, e))?;
