@@ -133,7 +133,6 @@ impl H2Conn {
                     // `ready` and here (multi-thread runtime only) fails this request as `Refused`, for the route's
                     // retries, instead of redialling; keeping a copy of every head for that window would cost each
                     // request an allocation.
-
                     let (response, stream) = sender
                         .send_request(Request::from_parts(head, ()), end_of_stream)
                         .map_err(|e| h2_error(addr, e))?;
@@ -153,15 +152,12 @@ impl H2Conn {
     }
 }
 
-/// Headers HTTP/2 forbids (RFC 9113 section 8.2.2), which `h2` refuses to send. The pipeline has removed the
-/// hop-by-hop ones; an HTTP/1.1 upgrade request keeps `Connection` and `Upgrade`, which cannot cross to HTTP/2.
+/// Headers HTTP/2 forbids (RFC 9113 section 8.2.2), which `h2` refuses to send. The pipeline's hop-by-hop hygiene
+/// (`http::strict`) removed them and left `TE` as `trailers` at most, except that an HTTP/1.1 upgrade request keeps
+/// `Connection` and `Upgrade`, which cannot cross to HTTP/2: one lookup for the usual request.
 fn strip_connection_specific(headers: &mut HeaderMap) {
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
-        headers.remove(name);
-    }
-    if headers.get(TE).is_some_and(|te| te != "trailers") {
-        headers.remove(TE);
+    if headers.remove(http::header::CONNECTION).is_some() {
+        headers.remove(http::header::UPGRADE);
     }
 }
 

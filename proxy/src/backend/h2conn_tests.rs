@@ -184,16 +184,15 @@ async fn a_connection_that_went_away_is_redialled_for_the_next_request() {
 }
 
 #[tokio::test]
-async fn connection_specific_headers_never_reach_the_wire() {
+async fn an_upgrade_requests_connection_headers_never_reach_the_wire() {
     let mut headers = HeaderMap::new();
-    for (k, v) in [("connection", "upgrade"), ("upgrade", "websocket"), ("te", "gzip"), ("x-keep", "1")] {
+    for (k, v) in [("connection", "upgrade"), ("upgrade", "websocket"), ("te", "trailers"), ("x-keep", "1")] {
         headers.insert(k, v.parse().unwrap());
     }
     strip_connection_specific(&mut headers);
-    assert_eq!(headers.len(), 1, "{headers:?}");
-    headers.insert("te", "trailers".parse().unwrap());
-    strip_connection_specific(&mut headers);
-    assert_eq!(headers.get("te").unwrap(), "trailers", "gRPC's te: trailers is allowed");
+    let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["te", "x-keep"], "gRPC's te: trailers is allowed");
 }
 
 #[tokio::test(start_paused = true)]

@@ -162,10 +162,11 @@ fn strip_listed(headers: &mut HeaderMap, upgrading: bool) {
     }
 }
 
-/// `TE` keeps only `trailers`, and only when it was asked for.
+/// `TE` keeps only `trailers`, and only when it was asked for, spelled as HTTP/2 requires it (RFC 9113 section
+/// 8.2.2: `h2` refuses any other value, `Trailers` included).
 fn strip_te(headers: &mut HeaderMap) {
-    let trailers_only = headers.get_all(header::TE).iter().all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !trailers_only {
+    let exactly_trailers = headers.get_all(header::TE).iter().all(|v| v == "trailers");
+    if !exactly_trailers {
         let keep = headers
             .get_all(header::TE)
             .iter()
@@ -225,6 +226,10 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["te", "x-kept"]);
         assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("te", "Trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers", "the one spelling HTTP/2 takes");
     }
 
     #[test]
