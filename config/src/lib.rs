@@ -15,6 +15,7 @@ pub mod wire;
 pub use error::{ConfigError, FieldError, Location};
 pub use model::Snapshot;
 pub use spec::ConfigSpec;
+pub use validate::fnv1a;
 
 /// Parses and validates a YAML document. The snapshot's `version` is 0 (the caller's source numbers it) and its
 /// `hash` is a hash of `text`.

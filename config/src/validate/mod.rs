@@ -175,8 +175,9 @@ pub(crate) fn is_blank(text: &str) -> bool {
     text.lines().map(str::trim).all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
-/// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`. A snapshot's `hash` is this of its
+/// text, so a reader can tell unchanged content before parsing it.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 

@@ -134,7 +134,8 @@ fn choose_where<B>(
         return None;
     }
     let point = match sticky.and_then(|s| sticky_key(s, req)) {
-        Some(key) => fnv1a(key) % total,
+        // FNV-1a: stable across processes and versions, so every sidecar hashes a key the same way.
+        Some(key) => attache_config::fnv1a(key) % total,
         None => rand::random_range(0..total),
     };
     pick(kept(), point)
@@ -166,11 +167,6 @@ fn sticky_key<'a, B>(sticky: &Sticky, req: &'a Request<B>) -> Option<&'a [u8]> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_bytes()),
     }
-}
-
-/// FNV-1a: stable across processes and versions, so every sidecar hashes a key the same way.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -14,16 +14,18 @@ use crate::metrics::{ConfigMetrics, ResultLabels};
 
 /// Reads and validates a config file, and checks that the TLS files it names can be loaded.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
-    load_unless(path, None)
+    validated(&read(path)?, None)
 }
 
-/// [`load`], skipping the TLS file checks when the text hashes to `unchanged`: the certificates' own watch owns
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { errors: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))] })
+}
+
+/// Validates `text`, skipping the TLS file checks when it hashes to `unchanged`: the certificates' own watch owns
 /// their changes, so a bad certificate never reads as a rejected configuration.
-fn load_unless(path: &Path, unchanged: Option<u64>) -> Result<Snapshot, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        errors: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))],
-    })?;
-    attache_config::load_str_checked(&text, |snapshot| {
+fn validated(text: &str, unchanged: Option<u64>) -> Result<Snapshot, ConfigError> {
+    attache_config::load_str_checked(text, |snapshot| {
         if Some(snapshot.hash) == unchanged {
             Vec::new()
         } else {
@@ -59,9 +61,17 @@ pub fn watch(
 fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, status: &ConfigStatus, metrics: &ConfigMetrics) {
     let current = tx.borrow().clone();
     let count = |result| metrics.reloads.get_or_create(&ResultLabels { result }).inc();
-    match load_unless(path, Some(current.hash)) {
-        Ok(snapshot) if snapshot.hash == current.hash => {}
-        Ok(mut snapshot) => {
+    let loaded = read(path).and_then(|text| {
+        // The same text as the snapshot serving: nothing to parse (the periodic recheck finds this every time).
+        if attache_config::fnv1a(text.as_bytes()) == current.hash {
+            return Ok(None);
+        }
+        validated(&text, Some(current.hash)).map(Some)
+    });
+    match loaded {
+        Ok(None) => {}
+        Ok(Some(snapshot)) if snapshot.hash == current.hash => {}
+        Ok(Some(mut snapshot)) => {
             snapshot.version = current.version + 1;
             tracing::info!(version = snapshot.version, path = %path.display(), "configuration applied");
             status.applied(&snapshot);
