@@ -29,6 +29,7 @@
 //!
 //! The limiter itself is in `limiter`, the registry of routes' limiters in `registry`; both are re-exported here.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use attache_config::model::Route;
@@ -90,6 +91,18 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+/// A resolved route's rate limiting in one direction, looked up on its first request: its limiter (`None`: the route
+/// has no rate limit) and its decision counters, so a request neither takes the registry's lock nor hashes a label
+/// set.
+#[derive(Default)]
+pub struct RouteLimit {
+    limiter: OnceLock<Option<Arc<Limiter>>>,
+    /// By decision, as `DECISIONS`.
+    decisions: [OnceLock<Counter>; 3],
+}
+
+const DECISIONS: [&str; 3] = ["allowed", "queued", "limited"];
+
 /// `attache_rate_limit_decisions_total`.
 #[derive(Clone, Debug, Default)]
 pub struct RateLimitMetrics {
@@ -110,11 +123,11 @@ impl Middleware for RateLimit {
     {
         let decision = {
             let Some(target) = req.extensions().get::<Target>() else { return StageFuture::next(next.call(req)) };
-            let Some(limiter) = self.limiters.get(self.direction, &target.route) else {
-                return StageFuture::next(next.call(req));
-            };
+            let slot = &target.route.rate_limit[self.direction as usize];
+            let limiter = slot.limiter.get_or_init(|| self.limiters.get(self.direction, &target.route));
+            let Some(limiter) = limiter else { return StageFuture::next(next.call(req)) };
             let decision = limiter.acquire(&req);
-            self.metrics.record(self.direction, &target.route, &decision);
+            self.metrics.record(self.direction, &target.route, slot, &decision);
             decision
         };
         match decision {
@@ -191,15 +204,17 @@ impl RateLimitMetrics {
         metrics
     }
 
-    fn record(&self, direction: Dir, route: &Route, decision: &Decision) {
-        let decision = match decision {
-            Decision::Allowed => "allowed",
-            Decision::Queued { .. } => "queued",
-            Decision::Limited(_) => "limited",
+    fn record(&self, direction: Dir, route: &Route, slot: &RouteLimit, decision: &Decision) {
+        let index = match decision {
+            Decision::Allowed => 0,
+            Decision::Queued { .. } => 1,
+            Decision::Limited(_) => 2,
         };
-        let labels =
-            DecisionLabels { direction, service: Name::from(&route.service), route: Name::from(&route.name), decision };
-        self.decisions.get_or_create(&labels).inc();
+        let make = || {
+            let (service, route, decision) = (Name::from(&route.service), Name::from(&route.name), DECISIONS[index]);
+            self.decisions.get_or_create(&DecisionLabels { direction, service, route, decision }).clone()
+        };
+        slot.decisions[index].get_or_init(make).inc();
     }
 }
 

@@ -1,7 +1,7 @@
 //! A route resolved against the dataplane it was published in: the running handle of each of its backends, and
 //! slots for the metric series and the retry budget its requests use. Without it every request looked up the
 //! backend by name and two or three metric families by label set (each a SipHash of several strings), and the
-//! budget in a map under a lock. Built with the dataplane, once per route and reload; the slots fill on a route's
+//! budget and the rate limiter in maps under a lock. Built with the dataplane, once per route and reload; the slots fill on a route's
 //! first request of each kind, so only the series that saw a request are exported, as before.
 
 use std::ops::Deref;
@@ -11,6 +11,7 @@ use attache_config::model::Route;
 use prometheus_client::metrics::counter::Counter;
 
 use super::budget::Budget;
+use super::ratelimit::RouteLimit;
 use crate::backend::BackendHandle;
 use crate::metrics::{Dir, LatencyHistogram, STATUS_CLASSES};
 
@@ -25,6 +26,8 @@ pub struct ResolvedRoute {
     pub budget: OnceLock<Arc<Budget>>,
     /// `attache_request_attempts_total` of the route.
     pub attempts: OnceLock<Counter>,
+    /// Per direction, the route's rate limiter and its decision counters.
+    pub rate_limit: [RouteLimit; 2],
 }
 
 /// A request's series on one (direction, route, backend).
@@ -50,7 +53,14 @@ impl ResolvedRoute {
     pub fn new<'a>(route: Arc<Route>, backend: impl Fn(&str) -> Option<&'a BackendHandle>) -> Self {
         let backends: Box<[_]> = route.backends.iter().map(|b| backend(&b.name).cloned()).collect();
         let series = || (0..=backends.len()).map(|_| Series::default()).collect();
-        Self { series: [series(), series()], backends, route, budget: OnceLock::new(), attempts: OnceLock::new() }
+        Self {
+            series: [series(), series()],
+            backends,
+            route,
+            budget: OnceLock::new(),
+            attempts: OnceLock::new(),
+            rate_limit: Default::default(),
+        }
     }
 
     /// The running backend at `index` of `route.backends`.

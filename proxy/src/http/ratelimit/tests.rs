@@ -354,13 +354,20 @@ fn metrics_register_under_the_given_registry() {
     let mut registry = Registry::default();
     let metrics = RateLimitMetrics::register(registry.sub_registry_with_prefix("attache"));
     let r = route("web", "r", None);
-    metrics.record(Dir::Inbound, &r, &Decision::Allowed);
+    // The route's slot keeps each decision's series after its first use.
+    let slot = RouteLimit::default();
+    let limited = RateLimited { retry_after: Duration::from_secs(1), limit: 1, remaining: 0, reset: Duration::ZERO };
+    for decision in [Decision::Allowed, Decision::Limited(limited), Decision::Allowed] {
+        metrics.record(Dir::Inbound, &r, &slot, &decision);
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        text.contains(
-            r#"attache_rate_limit_decisions_total{direction="inbound",service="web",route="r",decision="allowed"} 1"#
-        ),
-        "{text}"
-    );
+    let series = |decision: &str, n: u32| {
+        format!(
+            r#"attache_rate_limit_decisions_total{{direction="inbound",service="web",route="r",decision="{decision}"}} {n}"#
+        )
+    };
+    assert!(text.contains(&series("allowed", 2)), "{text}");
+    assert!(text.contains(&series("limited", 1)), "{text}");
+    assert!(!text.contains("decision=\"queued\""), "no series before its first decision: {text}");
 }
