@@ -1,8 +1,8 @@
 //! A route resolved against the dataplane it was published in: the running handle of each of its backends, and
 //! slots for the metric series and the retry budget its requests use. Without it every request looked up the
 //! backend by name and two or three metric families by label set (each a SipHash of several strings), and the
-//! budget and the rate limiter in maps under a lock. Built with the dataplane, once per route and reload; the slots fill on a route's
-//! first request of each kind, so only the series that saw a request are exported, as before.
+//! budget and the rate limiter in maps under a lock. Built with the dataplane, once per route and reload; the slots
+//! fill on a route's first request of each kind, so only the series that saw a request are exported, as before.
 
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};

@@ -14,7 +14,7 @@ use crate::metrics::{ConfigMetrics, ResultLabels};
 
 /// Reads and validates a config file, and checks that the TLS files it names can be loaded.
 pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
-    validated(&read(path)?, None)
+    validated(&read(path)?)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -22,16 +22,8 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError { errors: vec![FieldError::new("", format!("cannot read {}: {e}", path.display()))] })
 }
 
-/// Validates `text`, skipping the TLS file checks when it hashes to `unchanged`: the certificates' own watch owns
-/// their changes, so a bad certificate never reads as a rejected configuration.
-fn validated(text: &str, unchanged: Option<u64>) -> Result<Snapshot, ConfigError> {
-    attache_config::load_str_checked(text, |snapshot| {
-        if Some(snapshot.hash) == unchanged {
-            Vec::new()
-        } else {
-            crate::tls::check_snapshot(snapshot)
-        }
-    })
+fn validated(text: &str) -> Result<Snapshot, ConfigError> {
+    attache_config::load_str_checked(text, crate::tls::check_snapshot)
 }
 
 /// Follows `path` and publishes every valid change. Returns the snapshot channel; the watch lives as long as the
@@ -62,15 +54,16 @@ fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, status: &ConfigStatus,
     let current = tx.borrow().clone();
     let count = |result| metrics.reloads.get_or_create(&ResultLabels { result }).inc();
     let loaded = read(path).and_then(|text| {
-        // The same text as the snapshot serving: nothing to parse (the periodic recheck finds this every time).
+        // The text serving, unchanged (what the periodic recheck finds every time): nothing to parse, and its TLS
+        // files are not checked again here, since the certificates' own watch owns their changes (a bad certificate
+        // never reads as a rejected configuration).
         if attache_config::fnv1a(text.as_bytes()) == current.hash {
             return Ok(None);
         }
-        validated(&text, Some(current.hash)).map(Some)
+        validated(&text).map(Some)
     });
     match loaded {
         Ok(None) => {}
-        Ok(Some(snapshot)) if snapshot.hash == current.hash => {}
         Ok(Some(mut snapshot)) => {
             snapshot.version = current.version + 1;
             tracing::info!(version = snapshot.version, path = %path.display(), "configuration applied");
