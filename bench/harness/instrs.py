@@ -3,6 +3,10 @@
 
     bench/harness/instrs.py [--targets haproxy,nginx,bare,realistic] [--n1 2000] [--n2 10000]
 
+Targets: haproxy, nginx, attaché's variants (bare, realistic, traced) and hyper-floor, the least a proxy on our
+stack does (bench/src/bin/hyper_floor.rs; `cargo build --release -p attache-bench --bin hyper-floor` into the
+directory of --bin).
+
 Timed CPU figures on a shared VM move by 10-70% between runs; an instruction count does not: valgrind counts the
 instructions each proxy executes in user space, the same for the same binary and input whatever else the machine
 does. Each target runs under `valgrind --tool=callgrind` twice per protocol, serving N1 and N2 requests from
@@ -33,6 +37,11 @@ ATTACHE_VARIANTS = ("bare", "realistic", "traced")
 
 def command(name, w, bin_):
     """The target's foreground command and its h1 / h2c ports."""
+    if name == "hyper-floor":
+        # The floor under attaché: hyper and tokio alone (bench/src/bin/hyper_floor.rs), built beside the sidecar.
+        floor = os.path.join(os.path.dirname(bin_), "hyper-floor")
+        upstream = f"{pb.HOST}:{pb.BACKEND_PORT} {pb.HOST}:{pb.BACKEND_H2_PORT}"
+        return f"{floor} {pb.HOST}:18190 {pb.HOST}:18191 {upstream}", 18190, 18191
     if name in ATTACHE_VARIANTS:
         sh = os.path.join(ROOT, "bench", "harness", "attache.sh")
         upstream = f"{pb.HOST}:{pb.BACKEND_PORT} {pb.HOST}:{pb.BACKEND_H2_PORT}"
