@@ -178,7 +178,15 @@ pub(crate) fn is_blank(text: &str) -> bool {
 /// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`. A snapshot's `hash` is this of its
 /// text, so a reader can tell unchanged content before parsing it.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    fnv1a_continue(FNV1A_OFFSET, bytes)
+}
+
+/// FNV-1a's starting state.
+pub(crate) const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `hash` (a `Hasher` is fed in pieces).
+pub(crate) fn fnv1a_continue(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl Errors {

@@ -17,6 +17,8 @@ use crate::errors::{BadRequest, BoxError, Unsupported};
 /// hop: hyper frames each side itself. `TE` is hop-by-hop too, but `TE: trailers` survives (below).
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `Connection: close` is an option, but a field of that name would be listed by it.
+static CLOSE: HeaderName = HeaderName::from_static("close");
 // A static, not a const: a const array is built (and dropped, eight names' drop glue) at every use.
 static ALWAYS: [HeaderName; 8] = [
     header::CONNECTION,
@@ -144,6 +146,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 /// The names `Connection` lists (the always hop-by-hop ones are removed by the caller). Only a listed name that is
 /// present becomes a `HeaderName`: the usual `keep-alive` and `close` cost no allocation.
 fn strip_listed(headers: &mut HeaderMap, upgrading: bool) {
+    // The usual values name nothing left to remove (`keep-alive` and `upgrade` are always hop-by-hop, or kept
+    // while upgrading; a field named `close` is rare): a whole value compared answers without splitting tokens.
+    let close_field = || headers.contains_key(&CLOSE);
+    let names_none = |v: &http::HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive")
+            || v.eq_ignore_ascii_case(b"upgrade")
+            || (v.eq_ignore_ascii_case(b"close") && !close_field())
+    };
+    if headers.get_all(header::CONNECTION).iter().all(names_none) {
+        return;
+    }
     let always = |t: &str| ALWAYS.iter().any(|n| n.as_str().eq_ignore_ascii_case(t));
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -230,6 +244,27 @@ mod tests {
         h.insert("te", "Trailers".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h["te"], "trailers", "the one spelling HTTP/2 takes");
+    }
+
+    #[test]
+    fn the_usual_connection_values_strip_only_what_they_name() {
+        let strip = |pairs: &[(&str, &str)], upgrading| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            strip_hop_by_hop(&mut h, upgrading);
+            let mut names: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(strip(&[("connection", "Keep-Alive"), ("keep-alive", "timeout=5"), ("x", "1")], false), ["x"]);
+        assert_eq!(strip(&[("connection", "close"), ("x", "1")], false), ["x"]);
+        // A field named by the option goes, even one called `close`.
+        assert_eq!(strip(&[("connection", "close"), ("close", "1"), ("x", "1")], false), ["x"]);
+        assert_eq!(strip(&[("connection", "keep-alive"), ("connection", "x"), ("x", "1"), ("y", "1")], false), ["y"]);
+        assert_eq!(strip(&[("connection", "upgrade"), ("upgrade", "websocket")], false), Vec::<String>::new());
+        assert_eq!(strip(&[("connection", "upgrade"), ("upgrade", "websocket")], true), ["connection", "upgrade"]);
     }
 
     #[test]

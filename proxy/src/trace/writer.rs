@@ -21,13 +21,25 @@ impl<'b> Writer<'b> {
         self
     }
 
-    /// The low `digits` hex digits of `value`, lowercase, zero-padded.
+    /// The low `digits` hex digits of `value` (at most 32), lowercase, zero-padded.
     pub fn hex(&mut self, value: u128, digits: usize) -> &mut Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        // Digit by digit into the buffer (through `put`, each one was a `memcpy` call of one byte).
-        let digits = digits.min(self.buf.len() - self.len);
-        for (slot, i) in self.buf[self.len..self.len + digits].iter_mut().zip((0..digits).rev()) {
-            *slot = HEX[((value >> (i * 4)) & 0xf) as usize];
+        let digits = digits.min(32).min(self.buf.len() - self.len);
+        let out = &mut self.buf[self.len..self.len + digits];
+        let bytes = value.to_be_bytes();
+        match bytes.get(bytes.len().saturating_sub(digits / 2)..).filter(|_| digits & 1 == 0) {
+            // Two digits per byte (trace and span IDs: 32 and 16 digits), without shifting a u128 per digit.
+            Some(low) => {
+                for (pair, b) in out.chunks_exact_mut(2).zip(low) {
+                    pair[0] = HEX[usize::from(b >> 4)];
+                    pair[1] = HEX[usize::from(b & 0xf)];
+                }
+            }
+            None => {
+                for (slot, i) in out.iter_mut().zip((0..digits).rev()) {
+                    *slot = HEX[((value >> (i * 4)) & 0xf) as usize];
+                }
+            }
         }
         self.len += digits;
         self
@@ -92,5 +104,10 @@ mod tests {
         assert_eq!(Writer::new(&mut buf).put(&long).value().map(|v| v.as_bytes().to_vec()), Some(long.to_vec()));
         let mut buf = [0u8; 8];
         assert!(Writer::new(&mut buf).put(b"a\nb").value().is_none(), "not a valid header value");
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        w.hex(u128::MAX - 1, 32).put(b"-").hex(0x0f1e, 3).put(b"-").hex(0x1234_5678_9abc_def0, 16).hex(7, 40);
+        // The last one is cut to the 11 digits left in the buffer.
+        assert_eq!(w.bytes(), b"fffffffffffffffffffffffffffffffe-f1e-123456789abcdef000000000007");
     }
 }

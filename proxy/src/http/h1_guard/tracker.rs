@@ -85,7 +85,7 @@ impl Tracker {
         // The current head is `self.head ++ data`; offsets below are into that.
         let base = self.head.len();
         let mut pos = 0;
-        while let Some(i) = data[pos..].iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', &data[pos..]) {
             let nl = pos + i;
             let line_len = base + nl - self.line_start;
             let prev = match nl.checked_sub(1) {
