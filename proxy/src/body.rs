@@ -29,7 +29,9 @@ pin_project_lite::pin_project! {
         Incoming { #[pin] inner: Incoming },
         /// An HTTP/2 upstream response (`backend::h2conn`).
         H2 { inner: H2Recv },
-        Tapped { inner: Pin<Box<Body>>, tap: Option<Box<dyn BodyTap>> },
+        /// Up to `TAPS` taps share one box of the body they watch (a response carries three: the pool's, the
+        /// bulkhead's and the access log's), fired in the order they were added, as nested taps would be.
+        Tapped { inner: Pin<Box<Body>>, taps: [Option<Box<dyn BodyTap>>; TAPS], added: usize },
         /// Frames read ahead (to decide on a retry), then whatever is left of the original body, or the error
         /// that ended it.
         Buffered {
@@ -88,15 +90,30 @@ impl Body {
         Self { kind: Kind::Buffered { frames: frames.into(), rest: None, error: Some(error) } }
     }
 
-    /// Wraps `self` so that `tap` sees every data frame and is dropped at the end of the stream.
-    pub fn tapped(self, tap: Box<dyn BodyTap>) -> Self {
-        Self { kind: Kind::Tapped { inner: Box::pin(self), tap: Some(tap) } }
+    /// Wraps `self` so that `tap` sees every data frame and is dropped at the end of the stream, after the taps
+    /// already on it.
+    pub fn tapped(mut self, tap: Box<dyn BodyTap>) -> Self {
+        if let Kind::Tapped { taps, added, .. } = &mut self.kind {
+            if let Some(slot) = taps.get_mut(*added) {
+                *slot = Some(tap);
+                *added += 1;
+                return self;
+            }
+        }
+        let mut taps: [Option<Box<dyn BodyTap>>; TAPS] = Default::default();
+        taps[0] = Some(tap);
+        Self { kind: Kind::Tapped { inner: Box::pin(self), taps, added: 1 } }
     }
 }
 
-fn finish(tap: &mut Option<Box<dyn BodyTap>>) {
-    if let Some(mut t) = tap.take() {
-        t.finished();
+/// Taps held beside one body before another box is nested.
+const TAPS: usize = 3;
+
+fn finish(taps: &mut [Option<Box<dyn BodyTap>>]) {
+    for tap in taps {
+        if let Some(mut t) = tap.take() {
+            t.finished();
+        }
     }
 }
 
@@ -174,19 +191,19 @@ impl http_body::Body for Body {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Incoming { inner } => inner.poll_frame(cx).map_err(BodyError::from),
             KindProj::H2 { inner } => inner.poll_frame(cx),
-            KindProj::Tapped { inner, tap } => {
+            KindProj::Tapped { inner, taps, .. } => {
                 let frame = std::task::ready!(inner.as_mut().poll_frame(cx));
                 match &frame {
                     Some(Ok(f)) => {
-                        if let (Some(t), Some(d)) = (tap.as_mut(), f.data_ref()) {
-                            t.data(d.len());
+                        if let Some(d) = f.data_ref() {
+                            taps.iter_mut().flatten().for_each(|t| t.data(d.len()));
                         }
                     }
-                    Some(Err(_)) => drop(tap.take()),
-                    None => finish(tap),
+                    Some(Err(_)) => taps.iter_mut().for_each(|t| drop(t.take())),
+                    None => finish(taps),
                 }
                 if inner.is_end_stream() {
-                    finish(tap);
+                    finish(taps);
                 }
                 Poll::Ready(frame)
             }
@@ -238,5 +255,77 @@ impl http_body::Body for Body {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// Writes what it sees, under its name, into a shared log.
+    struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);
+
+    impl BodyTap for Recorder {
+        fn data(&mut self, len: usize) {
+            self.1.lock().unwrap().push(format!("{} data {len}", self.0));
+        }
+
+        fn finished(&mut self) {
+            self.1.lock().unwrap().push(format!("{} finished", self.0));
+        }
+    }
+
+    impl Drop for Recorder {
+        fn drop(&mut self) {
+            self.1.lock().unwrap().push(format!("{} dropped", self.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn taps_see_every_frame_and_the_end_in_the_order_they_were_added() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tap = |name| Box::new(Recorder(name, log.clone()));
+        let frames = vec![Frame::data(Bytes::from_static(b"abc")), Frame::data(Bytes::from_static(b"de"))];
+        // Four taps: three share one box, the fourth nests around them.
+        let body = Body::buffered(frames, None).tapped(tap("a")).tapped(tap("b")).tapped(tap("c")).tapped(tap("d"));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"abcde");
+        // Inner taps first; the last frame ends the shared box's taps before the nesting tap sees that frame.
+        let want = [
+            "a data 3",
+            "b data 3",
+            "c data 3",
+            "d data 3",
+            "a data 2",
+            "b data 2",
+            "c data 2",
+            "a finished",
+            "a dropped",
+            "b finished",
+            "b dropped",
+            "c finished",
+            "c dropped",
+            "d data 2",
+            "d finished",
+            "d dropped",
+        ];
+        assert_eq!(*log.lock().unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_drops_its_taps_unfinished() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let tap = |name| Box::new(Recorder(name, log.clone()));
+        let frames = vec![Frame::data(Bytes::from_static(b"abc"))];
+        let rest = Body::buffered(vec![Frame::data(Bytes::from_static(b"more"))], None);
+        let mut body = Body::buffered(frames, Some(rest)).tapped(tap("a")).tapped(tap("b"));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().map(|d| d.len()), Some(3));
+        drop(body);
+        assert_eq!(*log.lock().unwrap(), ["a data 3", "b data 3", "a dropped", "b dropped"]);
     }
 }

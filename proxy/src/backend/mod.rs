@@ -210,8 +210,7 @@ impl<T: Send + 'static> BodyTap for Hold<T> {
 /// A gRPC status in the response headers (a trailers-only reply) that says the server failed: UNKNOWN,
 /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS. gRPC failures arrive as HTTP 200.
 fn grpc_server_failure(headers: &http::HeaderMap) -> bool {
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok());
-    matches!(code, Some(2 | 4 | 13 | 14 | 15))
+    matches!(crate::http::replay::parse_status(headers), Some(2 | 4 | 13 | 14 | 15))
 }
 
 fn is_refused(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -135,6 +135,10 @@ pub(super) async fn grpc_status(rsp: Response<Body>, max: usize) -> (Response<Bo
     (Response::from_parts(parts, Body::buffered(frames, rest)), code)
 }
 
-fn parse_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+/// `grpc-status` as a name built once: looked up by `&str`, a name is parsed and lower-cased on every call.
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The `grpc-status` in `headers` (a response's, trailers-only form, or its trailers).
+pub(crate) fn parse_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
