@@ -75,3 +75,55 @@ async fn silent_websocket_tunnel_is_closed_after_the_idle_timeout_and_counted_wh
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_request_head_trickled_in_is_cut_off_after_the_idle_timeout() {
+    let backend = server::http1().run().await;
+    let yaml = attache_tests::yaml::one_backend("svc", &[backend.addr()]).limits(IDLE);
+    let proxy = proxy::new().config(yaml).run().await;
+
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    conn.write_all("GET / HTTP/1.1\r\nHost: svc\r\nX-Slow: ").await.unwrap();
+    let started = tokio::time::Instant::now();
+    // One byte every 100 ms: never idle for an idle period, never a whole head (slowloris).
+    let closed = loop {
+        assert!(started.elapsed() < CLOSE_BOUND, "a head trickled in for {CLOSE_BOUND:?} was not cut off");
+        if conn.write_all("a").await.is_err() {
+            break Ok(Bytes::new());
+        }
+        if let Ok(read) = tokio::time::timeout(millis(100), conn.read_some()).await {
+            break read;
+        }
+    };
+    let elapsed = started.elapsed();
+    // EOF, or a reset for the bytes written after the proxy closed: no response either way.
+    assert!(closed.as_ref().map_or(true, Bytes::is_empty), "a response to half a head: {closed:?}");
+    assert!(elapsed >= millis(250), "cut off before the idle timeout: {elapsed:?}");
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let backend = server::http1()
+        .route("/", |_req| async {
+            Response::new(BodyExt::boxed_unsync(
+                http_body_util::Full::new(Bytes::from("ok")).map_err(|never| match never {}),
+            ))
+        })
+        .run()
+        .await;
+    let yaml = attache_tests::yaml::one_backend("svc", &[backend.addr()]).limits(IDLE);
+    let proxy = proxy::new().config(yaml).run().await;
+
+    let mut conn = client::raw_tcp(proxy.outbound()).await.unwrap();
+    conn.write_all("GET / HTTP/1.1\r\nHost: svc\r\n\r\n").await.unwrap();
+    let rsp = conn.read_response().await.unwrap();
+    assert_eq!((rsp.status, rsp.text()), (200, "ok".to_owned()), "{:?}", rsp.headers);
+    let started = tokio::time::Instant::now();
+    conn.set_timeout(CLOSE_BOUND);
+    let rest = with_timeout(CLOSE_BOUND + secs(1), "the proxy to close an idle connection", conn.read_to_end())
+        .await
+        .unwrap_or_else(|e| panic!("the idle connection was not closed within {CLOSE_BOUND:?}: {e:#}"));
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+    assert!(started.elapsed() >= millis(250), "closed before an idle period passed: {:?}", started.elapsed());
+}

@@ -38,7 +38,10 @@ where
     let verdicts = HeadVerdicts::default();
     // The guard must track at least what hyper accepts, or it would stop early and leave later heads unchecked.
     let max_head_bytes = limits.max_head_bytes.max(8192);
-    let guard_limits = GuardLimits { max_head_bytes, max_headers: limits.max_header_count };
+    // A head that has begun must end within the idle timeout (slowloris); the guard keeps that clock, so hyper's
+    // header-read timer, armed and dropped for every request, is off.
+    let guard_limits =
+        GuardLimits { max_head_bytes, max_headers: limits.max_header_count, head_timeout: Some(limits.idle_timeout) };
     let guarded = H1Guard::new(io, verdicts.clone(), guard_limits);
     let http = ctx.http.clone();
     let retire = ctx.retire.clone();
@@ -76,13 +79,12 @@ where
         }
     });
     let mut builder = http1::Builder::new();
-    // hyper's header-read timeout also runs while a keep-alive connection waits for its next request, so it is the
-    // idle timeout; it also bounds a slow (slowloris) head.
+    // A keep-alive connection waiting for its next request is idle: `drive` closes it. A slow head: the guard.
     builder
         .timer(TokioTimer::new())
         .max_headers(limits.max_header_count)
         .max_buf_size(max_head_bytes)
-        .header_read_timeout(limits.idle_timeout);
+        .header_read_timeout(None);
     let conn = builder.serve_connection(TokioIo::new(guarded), svc).with_upgrades();
     drive(conn, |c| c.graceful_shutdown(), Ends::drain(ctx), limits.idle_timeout, activity).await;
 }

@@ -28,14 +28,22 @@
 //!
 //! Cost: a head that arrives within one read is parsed in place; only partial heads are
 //! buffered (bounded by `max_head_bytes`). Body bytes are counted, never copied.
+//!
+//! The guard also bounds how long a head may take once it has begun ([`GuardLimits::head_timeout`], a slowloris
+//! client): hyper's own header-read timer would arm and drop a timer for every request, where a head that arrives
+//! in one read (nearly all of them) needs none. Waiting for a next request that has not begun is the connection's
+//! idle timeout, kept by the listener.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use self::tracker::Tracker;
 #[cfg(test)]
@@ -97,13 +105,60 @@ pub struct GuardLimits {
     pub max_head_bytes: usize,
     /// Largest number of header fields parsed per head.
     pub max_headers: usize,
+    /// How long a head may take from its first byte to its end; `None`: unbounded. While the tracker follows
+    /// the stream (see the module docs: after it stops, hyper's own limits are what is left).
+    pub head_timeout: Option<Duration>,
 }
 
 impl Default for GuardLimits {
-    /// hyper's defaults: ~400 KiB read buffer, 100 headers.
+    /// hyper's defaults: ~400 KiB read buffer, 100 headers; no head timeout.
     fn default() -> Self {
-        Self { max_head_bytes: 400 * 1024, max_headers: 100 }
+        Self { max_head_bytes: 400 * 1024, max_headers: 100, head_timeout: None }
     }
+}
+
+/// The deadline of a head in progress; the timer is made on the first slow head and reset for later ones.
+#[derive(Debug, Default)]
+struct HeadClock {
+    deadline: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl HeadClock {
+    /// After a read: starts the clock when a head has begun and is not complete, stops it once none is.
+    fn after_read(&mut self, in_progress: bool, timeout: Option<Duration>) -> io::Result<()> {
+        let Some(timeout) = timeout.filter(|_| in_progress) else {
+            self.deadline = None;
+            return Ok(());
+        };
+        let now = Instant::now();
+        match self.deadline {
+            // A client trickling bytes is never Pending long: the deadline is checked on every read as well.
+            Some(deadline) if now >= deadline => Err(head_timed_out()),
+            Some(_) => Ok(()),
+            None => {
+                let deadline = now + timeout;
+                self.deadline = Some(deadline);
+                match self.timer.as_mut() {
+                    Some(timer) => timer.as_mut().reset(deadline),
+                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// While the read waits: an error once the head in progress is past its deadline.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match (self.deadline, self.timer.as_mut()) {
+            (Some(_), Some(timer)) => timer.as_mut().poll(cx).map(|()| head_timed_out()),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+fn head_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "request head not complete within the head timeout")
 }
 
 pin_project_lite::pin_project! {
@@ -113,13 +168,14 @@ pin_project_lite::pin_project! {
         #[pin]
         io: I,
         tracker: Tracker,
+        clock: HeadClock,
     }
 }
 
 impl<I> H1Guard<I> {
     /// Wraps `io`; verdicts for the request heads read through it go to `verdicts`.
     pub fn new(io: I, verdicts: HeadVerdicts, limits: GuardLimits) -> Self {
-        Self { io, tracker: Tracker::new(verdicts, limits) }
+        Self { io, tracker: Tracker::new(verdicts, limits), clock: HeadClock::default() }
     }
 
     /// The wrapped IO.
@@ -138,12 +194,17 @@ impl<I: AsyncRead> AsyncRead for H1Guard<I> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.io.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            if let Some(new) = buf.filled().get(before..) {
-                this.tracker.feed(new);
+        let timeout = this.tracker.limits.head_timeout;
+        match res {
+            Poll::Ready(Ok(())) => {
+                if let Some(new) = buf.filled().get(before..) {
+                    this.tracker.feed(new);
+                }
+                Poll::Ready(this.clock.after_read(this.tracker.head_in_progress(), timeout))
             }
+            Poll::Pending => this.clock.poll_expired(cx).map(Err),
+            done => done,
         }
-        res
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-const LIMITS: GuardLimits = GuardLimits { max_head_bytes: 1024, max_headers: 32 };
+const LIMITS: GuardLimits = GuardLimits { max_head_bytes: 1024, max_headers: 32, head_timeout: None };
 
 const CHUNKED_REQ: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
     5;name=value;x=\"q\"\r\nhello\r\n\
@@ -312,4 +312,65 @@ async fn verdicts_stay_in_step_with_hyper() {
     assert_eq!(resp.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{resp}");
     assert!(!resp.contains(" 500 "), "{resp}");
     conn.await.expect("join").expect("connection");
+}
+
+/// A guard over a duplex pipe whose heads must end within 5 s.
+fn timed_guard() -> (tokio::io::DuplexStream, H1Guard<tokio::io::DuplexStream>) {
+    let (client, server) = tokio::io::duplex(1024);
+    let limits = GuardLimits { head_timeout: Some(Duration::from_secs(5)), ..LIMITS };
+    (client, H1Guard::new(server, HeadVerdicts::new(), limits))
+}
+
+/// What the next read of `guard` gives within `within` (paused time): `None` while it still waits.
+async fn next_read(guard: &mut H1Guard<tokio::io::DuplexStream>, within: Duration) -> Option<io::Result<usize>> {
+    let mut buf = [0u8; 256];
+    tokio::time::timeout(within, guard.read(&mut buf)).await.ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_stalls_part_way_fails_the_read_at_its_deadline() {
+    let (mut client, mut guard) = timed_guard();
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(next_read(&mut guard, Duration::from_secs(1)).await, Some(Ok(n)) if n > 0));
+    let err = next_read(&mut guard, Duration::from_secs(60)).await.expect("the read ends").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(started.elapsed(), Duration::from_secs(5), "at the head's deadline, counted from its first byte");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_trickled_byte_by_byte_fails_at_its_deadline_too() {
+    let (mut client, mut guard) = timed_guard();
+    let started = tokio::time::Instant::now();
+    let mut result = None;
+    for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter().cycle().take(100) {
+        client.write_all(&[*byte]).await.unwrap();
+        match next_read(&mut guard, Duration::from_secs(1)).await {
+            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(900)).await,
+            other => {
+                result = other;
+                break;
+            }
+        }
+    }
+    let err = result.expect("the read failed").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(6), "{elapsed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn complete_heads_and_idle_waits_are_not_timed() {
+    let (mut client, mut guard) = timed_guard();
+    for _ in 0..3 {
+        client.write_all(GET_REQ).await.unwrap();
+        assert!(matches!(next_read(&mut guard, Duration::from_secs(1)).await, Some(Ok(n)) if n == GET_REQ.len()));
+        // Between requests: idle, which is the listener's to bound, not the guard's.
+        assert!(next_read(&mut guard, Duration::from_secs(60)).await.is_none(), "still waiting after 60 s");
+    }
+    // A slow head after fast ones has its own 5 s.
+    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert!(matches!(next_read(&mut guard, Duration::from_secs(1)).await, Some(Ok(_))));
+    let err = next_read(&mut guard, Duration::from_secs(60)).await.expect("the read ends").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
 }

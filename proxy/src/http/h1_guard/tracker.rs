@@ -75,6 +75,11 @@ impl Tracker {
         }
     }
 
+    /// A head has begun and is not complete yet.
+    pub(super) fn head_in_progress(&self) -> bool {
+        self.state == State::Head && !self.head.is_empty()
+    }
+
     fn stop(&mut self) {
         self.state = State::Stopped;
         self.head = Vec::new();
