@@ -138,9 +138,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // Abandoned (cancelled, timed out above): what it took so far.
-        let elapsed = self.started.elapsed();
-        self.record(elapsed);
+        // Abandoned (cancelled, timed out above): what it took so far. (Finished: recorded already.)
+        if !self.done {
+            self.record(self.started.elapsed());
+        }
     }
 }
 
@@ -155,8 +156,10 @@ pub fn pick(endpoints: &[Arc<EndpointState>], avoid: Option<SocketAddr>) -> Pick
     }
     // On the stack: this runs for every request.
     let mut costed = [(0.0, 0); 2];
+    // A lone candidate (one endpoint: every inbound app) is chosen without weighing it.
+    let weigh = two.len == 2;
     for (slot, &i) in costed.iter_mut().zip(two.indices()) {
-        *slot = (endpoints[i].cost(), i);
+        *slot = (if weigh { endpoints[i].cost() } else { 0.0 }, i);
     }
     let costed = &mut costed[..two.len];
     costed.sort_by(|a, b| a.0.total_cmp(&b.0));

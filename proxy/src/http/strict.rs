@@ -30,6 +30,26 @@ static ALWAYS: [HeaderName; 8] = [
     KEEP_ALIVE,
     PROXY_CONNECTION,
 ];
+/// Bit `n` set: some name of `ALWAYS`, or `TE`, is `n` bytes long.
+const HOP_BY_HOP_LENGTHS: u32 = {
+    let names: [&str; 9] = [
+        "connection",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+        "transfer-encoding",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+    ];
+    let (mut bits, mut i) = (0u32, 0);
+    while i < names.len() {
+        bits |= 1 << names[i].len();
+        i += 1;
+    }
+    bits
+};
 /// Bits of `ALWAYS` by index.
 const CONNECTION_BIT: u8 = 1;
 const UPGRADE_BIT: u8 = 2;
@@ -76,13 +96,16 @@ pub fn check<B>(req: &Request<B>) -> Result<(), BoxError> {
     if req.method() == http::Method::CONNECT {
         return Err(Unsupported { what: "CONNECT tunnels" }.into());
     }
-    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+    // One lookup answers both: is there a Host, is there more than one.
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let has_host = hosts.next().is_some();
+    if hosts.next().is_some() {
         return Err(BadRequest { reason: "more than one Host header" }.into());
     }
-    Ok(check_framing(req)?)
+    Ok(check_framing(req, has_host)?)
 }
 
-fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
+fn check_framing<B>(req: &Request<B>, has_host: bool) -> Result<(), BadRequest> {
     match Downstream::of(req).and_then(|d| d.verdict) {
         Some(HeadVerdict::ContentLengthWithTransferEncoding) => {
             return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" })
@@ -102,7 +125,7 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), BadRequest> {
             return Err(BadRequest { reason: "both Content-Length and Transfer-Encoding" });
         }
     }
-    if req.version() == Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+    if req.version() == Version::HTTP_11 && !has_host {
         return Err(BadRequest { reason: "HTTP/1.1 request without Host" });
     }
     Ok(())
@@ -121,8 +144,12 @@ fn strip_own_headers(headers: &mut HeaderMap) {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     let (mut present, mut te) = (0u8, false);
     for name in headers.keys() {
-        present |= always_bit(name);
-        te |= name == header::TE;
+        // Most names cannot be one of them by their length alone.
+        let len = name.as_str().len();
+        if len < 32 && HOP_BY_HOP_LENGTHS & (1 << len) != 0 {
+            present |= always_bit(name);
+            te |= name == header::TE;
+        }
     }
     if present & CONNECTION_BIT != 0 {
         strip_listed(headers, upgrading);
@@ -265,6 +292,13 @@ mod tests {
         assert_eq!(strip(&[("connection", "keep-alive"), ("connection", "x"), ("x", "1"), ("y", "1")], false), ["y"]);
         assert_eq!(strip(&[("connection", "upgrade"), ("upgrade", "websocket")], false), Vec::<String>::new());
         assert_eq!(strip(&[("connection", "upgrade"), ("upgrade", "websocket")], true), ["connection", "upgrade"]);
+    }
+
+    #[test]
+    fn the_length_filter_knows_every_hop_by_hop_name() {
+        for name in ALWAYS.iter().chain([&header::TE]) {
+            assert_ne!(HOP_BY_HOP_LENGTHS & (1 << name.as_str().len()), 0, "{name}");
+        }
     }
 
     #[test]
