@@ -30,7 +30,8 @@ pin_project_lite::pin_project! {
         /// An HTTP/2 upstream response (`backend::h2conn`).
         H2 { inner: H2Recv },
         /// Up to `TAPS` taps share one box of the body they watch (a response carries three: the pool's, the
-        /// bulkhead's and the access log's), fired in the order they were added, as nested taps would be.
+        /// bulkhead's and the access log's), fired in the order they were added; on the last frame every tap sees
+        /// its data before any is finished (nested, each finished before the next saw the frame).
         Tapped { inner: Pin<Box<Body>>, taps: [Option<Box<dyn BodyTap>>; TAPS], added: usize },
         /// Frames read ahead (to decide on a retry), then whatever is left of the original body, or the error
         /// that ended it.

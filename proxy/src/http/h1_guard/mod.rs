@@ -125,34 +125,35 @@ struct HeadClock {
 }
 
 impl HeadClock {
-    /// After a read: starts the clock when a head has begun and is not complete, stops it once none is.
-    fn after_read(&mut self, in_progress: bool, timeout: Option<Duration>) -> io::Result<()> {
-        let Some(timeout) = timeout.filter(|_| in_progress) else {
+    /// After a read: an error when the head in progress is past its deadline (a client trickling bytes is never
+    /// Pending for long, so the deadline is checked on every read too); the clock stops once no head is.
+    fn after_read(&mut self, in_progress: bool) -> io::Result<()> {
+        if !in_progress {
             self.deadline = None;
             return Ok(());
-        };
-        let now = Instant::now();
+        }
         match self.deadline {
-            // A client trickling bytes is never Pending long: the deadline is checked on every read as well.
-            Some(deadline) if now >= deadline => Err(head_timed_out()),
-            Some(_) => Ok(()),
-            None => {
-                let deadline = now + timeout;
-                self.deadline = Some(deadline);
-                match self.timer.as_mut() {
-                    Some(timer) => timer.as_mut().reset(deadline),
-                    None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                }
-                Ok(())
-            }
+            Some(deadline) if Instant::now() >= deadline => Err(head_timed_out()),
+            _ => Ok(()),
         }
     }
 
-    /// While the read waits: an error once the head in progress is past its deadline.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match (self.deadline, self.timer.as_mut()) {
-            (Some(_), Some(timer)) => timer.as_mut().poll(cx).map(|()| head_timed_out()),
-            _ => Poll::Pending,
+    /// While the read waits with a head in progress: the clock starts (hyper is waiting for the rest of the head
+    /// now, not merely holding bytes that arrived early behind a request it is still serving), and an error once
+    /// the head is past its deadline.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>, in_progress: bool, timeout: Option<Duration>) -> Poll<io::Error> {
+        let Some(timeout) = timeout.filter(|_| in_progress) else { return Poll::Pending };
+        if self.deadline.is_none() {
+            let deadline = Instant::now() + timeout;
+            self.deadline = Some(deadline);
+            match self.timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx).map(|()| head_timed_out()),
+            None => Poll::Pending,
         }
     }
 }
@@ -197,12 +198,17 @@ impl<I: AsyncRead> AsyncRead for H1Guard<I> {
         let timeout = this.tracker.limits.head_timeout;
         match res {
             Poll::Ready(Ok(())) => {
+                let ended = this.tracker.heads_ended;
                 if let Some(new) = buf.filled().get(before..) {
                     this.tracker.feed(new);
                 }
-                Poll::Ready(this.clock.after_read(this.tracker.head_in_progress(), timeout))
+                if this.tracker.heads_ended != ended {
+                    // A head that ended in this read: the next one, if it began here, has a clock of its own.
+                    this.clock.deadline = None;
+                }
+                Poll::Ready(this.clock.after_read(this.tracker.head_in_progress()))
             }
-            Poll::Pending => this.clock.poll_expired(cx).map(Err),
+            Poll::Pending => this.clock.poll_waiting(cx, this.tracker.head_in_progress(), timeout).map(Err),
             done => done,
         }
     }

@@ -345,12 +345,17 @@ async fn a_head_trickled_byte_by_byte_fails_at_its_deadline_too() {
     let mut result = None;
     for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ".iter().cycle().take(100) {
         client.write_all(&[*byte]).await.unwrap();
+        // As hyper does: read what came, then wait for more (900 ms until the next byte).
         match next_read(&mut guard, Duration::from_secs(1)).await {
-            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(900)).await,
+            Some(Ok(_)) => {}
             other => {
                 result = other;
                 break;
             }
+        }
+        if let Some(failed) = next_read(&mut guard, Duration::from_millis(900)).await {
+            result = Some(failed);
+            break;
         }
     }
     let err = result.expect("the read failed").unwrap_err();
@@ -373,4 +378,17 @@ async fn complete_heads_and_idle_waits_are_not_timed() {
     assert!(matches!(next_read(&mut guard, Duration::from_secs(1)).await, Some(Ok(_))));
     let err = next_read(&mut guard, Duration::from_secs(60)).await.expect("the read ends").unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_arrived_behind_one_being_served_is_timed_from_when_it_is_awaited() {
+    let (mut client, mut guard) = timed_guard();
+    client.write_all(&concat(&[GET_REQ, b"GET /d HTTP/1.1\r\n"])).await.unwrap();
+    assert!(matches!(next_read(&mut guard, Duration::from_secs(1)).await, Some(Ok(_))));
+    // hyper serves the first request for longer than the head timeout before it reads again.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let awaited = tokio::time::Instant::now();
+    let err = next_read(&mut guard, Duration::from_secs(60)).await.expect("the read ends").unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(awaited.elapsed(), Duration::from_secs(5), "its own 5 s, from hyper's first wait for it");
 }

@@ -50,11 +50,13 @@ pub(super) struct Tracker {
     pub(super) line_start: usize,
     /// A non-empty line (the request line) was seen; leading empty lines are skipped.
     pub(super) seen_line: bool,
+    /// Heads read to their end so far (the guard's head clock restarts for the next one).
+    pub(super) heads_ended: u64,
 }
 
 impl Tracker {
     pub(super) fn new(verdicts: HeadVerdicts, limits: GuardLimits) -> Self {
-        Self { state: State::Head, verdicts, limits, head: Vec::new(), line_start: 0, seen_line: false }
+        Self { state: State::Head, verdicts, limits, head: Vec::new(), line_start: 0, seen_line: false, heads_ended: 0 }
     }
 
     /// Advances over newly read bytes.
@@ -133,6 +135,7 @@ impl Tracker {
     }
 
     fn apply(&mut self, outcome: Outcome) {
+        self.heads_ended += 1;
         match outcome {
             Outcome::Continue(verdict, framing) => {
                 self.verdicts.push(verdict);
