@@ -35,15 +35,9 @@ async fn stalled_response_body_is_closed_after_the_idle_timeout() {
     assert_eq!(head.status, 200, "{:?}", head.headers);
     assert_eq!(&conn.read_until(b"first\n").await.unwrap()[..], b"6\r\nfirst\n", "the first chunk arrives");
 
-    let started = tokio::time::Instant::now();
-    conn.set_timeout(CLOSE_BOUND);
-    let rest = with_timeout(CLOSE_BOUND + secs(1), "the proxy to close a stalled response", conn.read_to_end())
-        .await
-        .unwrap_or_else(|e| panic!("the stalled connection was not closed within {CLOSE_BOUND:?}: {e:#}"));
-    let elapsed = started.elapsed();
+    let rest = closed_after_idle(&mut conn, "a stalled response").await;
     // Never the terminating chunk: the response was cut, not completed.
     assert!(!rest.ends_with(b"0\r\n\r\n"), "the stalled body was completed: {:?}", String::from_utf8_lossy(&rest));
-    assert!(elapsed >= millis(250), "closed before an idle period passed: {elapsed:?}");
     assert_eq!(backend.requests(), 1);
 }
 
@@ -61,14 +55,8 @@ async fn silent_websocket_tunnel_is_closed_after_the_idle_timeout_and_counted_wh
     assert_eq!(ws.upgrades(), 1);
 
     // Silence: the proxy closes the tunnel.
-    let started = tokio::time::Instant::now();
-    conn.set_timeout(CLOSE_BOUND);
-    let rest = with_timeout(CLOSE_BOUND + secs(1), "the proxy to close a silent tunnel", conn.read_to_end())
-        .await
-        .unwrap_or_else(|e| panic!("the silent tunnel was not closed within {CLOSE_BOUND:?}: {e:#}"));
+    let rest = closed_after_idle(&mut conn, "a silent tunnel").await;
     assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
-    let elapsed = started.elapsed();
-    assert!(elapsed >= millis(250), "closed before an idle period passed: {elapsed:?}");
 
     eventually(secs(5), || async {
         proxy.metrics().await.sum("attache_open_connections", &[("listener", "outbound")]) == 0.0
@@ -104,14 +92,7 @@ async fn a_request_head_trickled_in_is_cut_off_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let backend = server::http1()
-        .route("/", |_req| async {
-            Response::new(BodyExt::boxed_unsync(
-                http_body_util::Full::new(Bytes::from("ok")).map_err(|never| match never {}),
-            ))
-        })
-        .run()
-        .await;
+    let backend = server::http1().route("/", server::ok("ok")).run().await;
     let yaml = attache_tests::yaml::one_backend("svc", &[backend.addr()]).limits(IDLE);
     let proxy = proxy::new().config(yaml).run().await;
 
@@ -119,11 +100,19 @@ async fn an_idle_keep_alive_connection_is_closed() {
     conn.write_all("GET / HTTP/1.1\r\nHost: svc\r\n\r\n").await.unwrap();
     let rsp = conn.read_response().await.unwrap();
     assert_eq!((rsp.status, rsp.text()), (200, "ok".to_owned()), "{:?}", rsp.headers);
+    let rest = closed_after_idle(&mut conn, "an idle keep-alive connection").await;
+    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+}
+
+/// Reads `conn` until the proxy closes it, which must come after an idle period and within `CLOSE_BOUND`; the
+/// bytes read on the way.
+async fn closed_after_idle(conn: &mut client::RawConn, what: &str) -> Bytes {
     let started = tokio::time::Instant::now();
     conn.set_timeout(CLOSE_BOUND);
-    let rest = with_timeout(CLOSE_BOUND + secs(1), "the proxy to close an idle connection", conn.read_to_end())
+    let rest = with_timeout(CLOSE_BOUND + secs(1), what, conn.read_to_end())
         .await
-        .unwrap_or_else(|e| panic!("the idle connection was not closed within {CLOSE_BOUND:?}: {e:#}"));
-    assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
-    assert!(started.elapsed() >= millis(250), "closed before an idle period passed: {:?}", started.elapsed());
+        .unwrap_or_else(|e| panic!("{what} was not closed within {CLOSE_BOUND:?}: {e:#}"));
+    let elapsed = started.elapsed();
+    assert!(elapsed >= millis(250), "{what} was closed before an idle period passed: {elapsed:?}");
+    rest
 }

@@ -13,39 +13,38 @@ use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
 use crate::errors::{BadRequest, BoxError, Unsupported};
 
-/// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names. Transfer-Encoding is framing of one
-/// hop: hyper frames each side itself. `TE` is hop-by-hop too, but `TE: trailers` survives (below).
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// `Connection: close` is an option, but a field of that name would be listed by it.
 static CLOSE: HeaderName = HeaderName::from_static("close");
-// A static, not a const: a const array is built (and dropped, eight names' drop glue) at every use.
+/// Always hop-by-hop (RFC 9110 7.6.1), besides whatever `Connection` names. Transfer-Encoding is framing of one
+/// hop: hyper frames each side itself. `TE` is hop-by-hop too, but `TE: trailers` survives (below). `ALWAYS` and
+/// the length filter are both made from this one list.
+const ALWAYS_NAMES: [&str; 8] = [
+    "connection",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "keep-alive",
+    "proxy-connection",
+];
+// A static, not a const: a const array is built (and dropped, eight names' drop glue) at every use. `from_static`
+// gives the standard names their standard form, so they compare as an enum tag.
 static ALWAYS: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
+    HeaderName::from_static(ALWAYS_NAMES[0]),
+    HeaderName::from_static(ALWAYS_NAMES[1]),
+    HeaderName::from_static(ALWAYS_NAMES[2]),
+    HeaderName::from_static(ALWAYS_NAMES[3]),
+    HeaderName::from_static(ALWAYS_NAMES[4]),
+    HeaderName::from_static(ALWAYS_NAMES[5]),
+    HeaderName::from_static(ALWAYS_NAMES[6]),
+    HeaderName::from_static(ALWAYS_NAMES[7]),
 ];
 /// Bit `n` set: some name of `ALWAYS`, or `TE`, is `n` bytes long.
 const HOP_BY_HOP_LENGTHS: u32 = {
-    let names: [&str; 9] = [
-        "connection",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "trailer",
-        "transfer-encoding",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-    ];
-    let (mut bits, mut i) = (0u32, 0);
-    while i < names.len() {
-        bits |= 1 << names[i].len();
+    let (mut bits, mut i) = (1u32 << "te".len(), 0);
+    while i < ALWAYS_NAMES.len() {
+        bits |= 1 << ALWAYS_NAMES[i].len();
         i += 1;
     }
     bits
