@@ -70,7 +70,7 @@ impl tower::Service<Request<Body>> for Endpoint {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The authority the request was routed by (its Host then, unless a route filter changed or removed Host).
-        let routed = req.extensions().get::<Target>().and_then(|t| t.authority.clone());
+        let routed = Target::of(&req).and_then(|t| t.authority.clone());
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
             // `:authority` carries the routed authority; a Host header beside it would be redundant.

@@ -83,7 +83,7 @@ impl Middleware for Authorize {
         let identity = Downstream::of(&req).and_then(|d| d.conn.identity.clone());
         let who = || identity.as_ref().map_or_else(|| "an unauthenticated caller".to_owned(), |id| id.to_string());
         // Routing always attaches a target; a request without one is refused rather than waved through.
-        let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
+        let Some(route) = Target::of(&req).map(|t| t.route.clone()) else {
             return fail(Forbidden { caller: who() });
         };
         if let Some(authz) = &route.authorization {

@@ -114,7 +114,7 @@ impl Middleware for FaultInjection {
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
-        let injected = req.extensions().get::<Target>().and_then(|t| self.roll(&t.route, req.headers()));
+        let injected = Target::of(&req).and_then(|t| self.roll(&t.route, req.headers()));
         let Some(Injected { delay, abort, kind }) = injected else { return StageFuture::next(next.call(req)) };
         if let Some(meta) = RequestMeta::of(&req) {
             let _ = meta.fault.set(kind);

@@ -18,7 +18,7 @@ impl Middleware for Filters {
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
-        let Some(target) = req.extensions().get::<Target>() else {
+        let Some(target) = Target::of(&req) else {
             return StageFuture::next(next.call(req));
         };
         let (route, rewritten) = (target.route.clone(), target.rewritten_path.clone());

@@ -5,20 +5,23 @@ use std::sync::{Arc, OnceLock};
 
 use super::h1_guard::HeadVerdict;
 use super::resolved::ResolvedRoute;
+use super::route::Target;
 
 /// `RequestMeta::backend` before the split chose one.
 const NO_BACKEND: usize = usize::MAX;
 
-/// Inserted into the request's extensions by the observe layer; set once by the layer that decides each fact.
-#[derive(Debug)]
+/// The request's one extension of ours, inserted by the listener (or by the observe layer, for a request that came
+/// another way); each fact in it is set once, by the layer that decides it. One extension for all of them: each
+/// extension is a box in the request's map, and a retry's copy of the head clones every one again.
 pub struct RequestMeta {
-    /// The request's trace hop, continued by the observe layer (one extension for both: each is a box there, and
-    /// a retry's copy of the head clones every one).
-    pub hop: Option<Arc<crate::trace::Hop>>,
-    /// The matched route with its resolved backends. The meta lives as long as the response body (the access
-    /// log's tap), so a streaming response keeps its route's backend handles alive past a reload that removed
-    /// them, as the request's in-flight connection does anyway.
-    pub route: OnceLock<Arc<ResolvedRoute>>,
+    /// The connection the request came on; `None` for a request that came through no listener (unit tests).
+    pub downstream: Option<Downstream>,
+    /// The request's trace hop, continued by the observe layer.
+    pub hop: OnceLock<Arc<crate::trace::Hop>>,
+    /// The matched route with its resolved backends and the dataplane it belongs to, set by the route stage. The
+    /// meta lives as long as the response body (the access log's tap), so a streaming response keeps its route's
+    /// backend handles alive past a reload that removed them, as the request's in-flight connection does anyway.
+    pub target: OnceLock<Target>,
     /// The backend of the latest attempt (the one whose answer the client gets), as its index in the route's
     /// backends.
     backend: AtomicUsize,
@@ -31,8 +34,7 @@ pub struct RequestMeta {
     served: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 
-/// The connection a request came on and what its framing guard said of it: one request extension for all of it
-/// (each extension is a box in the request's map, and a retry's copy of the head clones each one again).
+/// The connection a request came on and what its framing guard said of it.
 #[derive(Clone, Debug)]
 pub struct Downstream {
     pub conn: Arc<Connection>,
@@ -55,15 +57,22 @@ pub struct Connection {
 
 impl Downstream {
     pub fn of<B>(req: &http::Request<B>) -> Option<&Downstream> {
-        req.extensions().get::<Downstream>()
+        RequestMeta::of(req)?.downstream.as_ref()
+    }
+}
+
+impl Target {
+    pub fn of<B>(req: &http::Request<B>) -> Option<&Target> {
+        RequestMeta::of(req)?.target.get()
     }
 }
 
 impl RequestMeta {
-    pub fn new(hop: Option<Arc<crate::trace::Hop>>) -> Self {
+    pub fn new(downstream: Option<Downstream>) -> Self {
         Self {
-            hop,
-            route: OnceLock::new(),
+            downstream,
+            hop: OnceLock::new(),
+            target: OnceLock::new(),
             backend: AtomicUsize::new(NO_BACKEND),
             fault: OnceLock::new(),
             attempts: std::sync::atomic::AtomicU32::new(0),
@@ -95,10 +104,51 @@ impl RequestMeta {
 
     /// The name of the latest attempt's backend.
     pub fn backend(&self) -> Option<&Arc<str>> {
-        self.route.get()?.backend_name(self.backend_index()?)
+        self.route()?.backend_name(self.backend_index()?)
+    }
+
+    /// The matched route, once the route stage has found it.
+    pub fn route(&self) -> Option<&Arc<ResolvedRoute>> {
+        self.target.get().map(|t| &t.route)
     }
 
     pub fn of<B>(req: &http::Request<B>) -> Option<&Arc<RequestMeta>> {
-        req.extensions().get::<Arc<RequestMeta>>()
+        Self::in_extensions(req.extensions())
+    }
+
+    pub fn in_extensions(extensions: &http::Extensions) -> Option<&Arc<RequestMeta>> {
+        extensions.get::<Arc<RequestMeta>>()
+    }
+
+    /// The request's meta, inserted when it has none yet.
+    pub fn ensure(extensions: &mut http::Extensions) -> Arc<RequestMeta> {
+        match Self::in_extensions(extensions) {
+            Some(meta) => meta.clone(),
+            None => {
+                let meta = Arc::new(Self::new(None));
+                extensions.insert(meta.clone());
+                meta
+            }
+        }
+    }
+
+    /// A request for the stages' unit tests: routed to `target` (when given), from `downstream`.
+    #[cfg(test)]
+    pub fn insert_for_test<B>(req: &mut http::Request<B>, downstream: Option<Downstream>, target: Option<Target>) {
+        let meta = Self::new(downstream);
+        if let Some(target) = target {
+            let _ = meta.target.set(target);
+        }
+        req.extensions_mut().insert(Arc::new(meta));
+    }
+}
+
+impl std::fmt::Debug for RequestMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMeta")
+            .field("downstream", &self.downstream)
+            .field("route", &self.route().map(|r| (&r.service, &r.name)))
+            .field("backend", &self.backend_index())
+            .finish_non_exhaustive()
     }
 }

@@ -72,8 +72,8 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let hop = Arc::new(Hop::start(&self.tracer, self.direction, req.headers_mut()));
-        let meta = Arc::new(RequestMeta::new(Some(hop.clone())));
-        req.extensions_mut().insert(meta.clone());
+        let meta = RequestMeta::ensure(req.extensions_mut());
+        let _ = meta.hop.set(hop.clone());
         let span = tracing::info_span!("request", trace_id = %hop.trace_id(), span_id = %hop.span_id());
         // The access log line and the span are the only readers of what follows; with both off, nothing is kept.
         let logged = tracing::enabled!(target: "attache::access", tracing::Level::INFO) || hop.recording();
@@ -130,7 +130,7 @@ fn record(
     exemplar: Option<TraceExemplar>,
 ) {
     let class = status_class_index(status);
-    let route = meta.route.get();
+    let route = meta.route();
     let labels = || {
         let name = |v: Option<&Arc<str>>| Name(v.cloned().unwrap_or_else(|| Arc::from("")));
         let (service, route_name) = (name(route.map(|r| &r.service)), name(route.map(|r| &r.name)));
@@ -164,7 +164,7 @@ impl BodyTap for AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
-        let route = self.meta.route.get();
+        let route = self.meta.route();
         let backend = self.meta.backend();
         tracing::info!(
             target: "attache::access",

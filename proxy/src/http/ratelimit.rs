@@ -122,7 +122,7 @@ impl Middleware for RateLimit {
         S::Future: Send + 'static,
     {
         let decision = {
-            let Some(target) = req.extensions().get::<Target>() else { return StageFuture::next(next.call(req)) };
+            let Some(target) = Target::of(&req) else { return StageFuture::next(next.call(req)) };
             let slot = &target.route.rate_limit[self.direction as usize];
             let limiter = slot.limiter.get_or_init(|| self.limiters.get(self.direction, &target.route));
             let Some(limiter) = limiter else { return StageFuture::next(next.call(req)) };

@@ -167,7 +167,7 @@ impl Service<Request<Body>> for Retry {
     }
 
     fn call(&mut self, req: Request<Body>) -> ResponseFuture {
-        let route = req.extensions().get::<Target>().map(|t| t.route.clone());
+        let route = Target::of(&req).map(|t| t.route.clone());
         let Some(route) = route.filter(|r| r.retry.is_some() && !super::upgrade::is_upgrade(&req)) else {
             return Split.call(req);
         };
@@ -184,8 +184,7 @@ impl Retry {
         let budget = route.budget.get_or_init(|| self.budgets.get(&route, &policy.budget));
         let attempts = route.attempts.get_or_init(|| self.metrics.attempts.get_or_create(&labels()).clone());
         budget.deposit();
-        let limit =
-            req.extensions().get::<Target>().map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
+        let limit = Target::of(&req).map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
         let (head, body) = req.into_parts();
         // Room for the largest body this route may replay; a body known to be empty needs none.
         let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };

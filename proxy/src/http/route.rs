@@ -8,7 +8,7 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response};
 use tokio::sync::watch;
 
-use super::meta::{Downstream, RequestMeta};
+use super::meta::RequestMeta;
 use super::resolved::ResolvedRoute;
 use super::stage::{fail, Middleware, StageFuture};
 use crate::body::Body;
@@ -50,11 +50,13 @@ impl Middleware for RouteStage {
             Ok(routed) => routed,
             Err(e) => return fail(e),
         };
-        if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
-            let _ = meta.route.set(route.clone());
-        }
         let rewritten_path = route.rewritten_path(&head);
-        head.extensions.insert(Target { plane, route, rewritten_path, authority: Some(authority) });
+        let _ = RequestMeta::ensure(&mut head.extensions).target.set(Target {
+            plane,
+            route,
+            rewritten_path,
+            authority: Some(authority),
+        });
         StageFuture::next(next.call(Request::from_parts(head, body)))
     }
 }
@@ -63,7 +65,7 @@ impl Middleware for RouteStage {
 fn find_route(plane: &Dataplane, head: &Parts) -> Result<Arc<ResolvedRoute>, BoxError> {
     let snapshot = &plane.snapshot;
     let by_host = super::authority(&head.uri, &head.headers).and_then(|a| plane.service_for(a));
-    let original_dst = || head.extensions.get::<Downstream>()?.conn.original_dst;
+    let original_dst = || RequestMeta::in_extensions(&head.extensions)?.downstream.as_ref()?.conn.original_dst;
     let by_address = || original_dst().and_then(|d| snapshot.service_index_at(d));
     let service = by_host.or_else(by_address).ok_or_else(|| no_route(head))?;
     let route = snapshot.services.get(service).and_then(|s| s.route_index_for(head)).ok_or_else(|| no_route(head))?;

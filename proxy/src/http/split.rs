@@ -30,7 +30,7 @@ impl tower::Service<Request<Body>> for Split {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let req_method = req.method().clone();
-        let Some(route) = req.extensions().get::<Target>().map(|t| t.route.clone()) else {
+        let Some(route) = Target::of(&req).map(|t| t.route.clone()) else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
         };
         let mut chosen = choose(&route.backends, route.sticky.as_ref(), &req);
@@ -47,7 +47,7 @@ impl tower::Service<Request<Body>> for Split {
         // Outbound, each attempt is its own child span of the hop, and the upstream is told that span. A span that
         // will not be exported gets no child: the upstream is told the hop's span, written when the hop started.
         let attempt = RequestMeta::of(&req)
-            .and_then(|m| m.hop.as_ref())
+            .and_then(|m| m.hop.get())
             .filter(|hop| hop.direction == Dir::Outbound && hop.recording())
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));

@@ -243,7 +243,8 @@ mod tests {
             original_dst: None,
             identity: None,
         });
-        r.extensions_mut().insert(Downstream { conn, verdict: Some(HeadVerdict::ContentLengthWithTransferEncoding) });
+        let verdict = Some(HeadVerdict::ContentLengthWithTransferEncoding);
+        super::super::meta::RequestMeta::insert_for_test(&mut r, Some(Downstream { conn, verdict }), None);
         assert!(check(&r).is_err());
     }
 

@@ -43,7 +43,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let after = req.extensions().get::<Target>().map(|t| t.route.timeout);
+        let after = Target::of(&req).map(|t| t.route.timeout);
         Deadline { inner: self.inner.call(req), after, sleep: None }
     }
 }
@@ -96,7 +96,7 @@ mod tests {
     fn routed() -> Request<Body> {
         let route = Arc::new(Route { timeout: Duration::from_secs(1), ..crate::http::route::test_route() });
         let mut req = Request::new(Body::empty());
-        req.extensions_mut().insert(Target::for_test(route));
+        crate::http::meta::RequestMeta::insert_for_test(&mut req, None, Some(Target::for_test(route)));
         req
     }
 

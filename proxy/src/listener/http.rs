@@ -17,14 +17,15 @@ use super::{Context, Peer};
 use crate::body::Body;
 use crate::drain;
 use crate::http::h1_guard::{GuardLimits, H1Guard, HeadVerdict, HeadVerdicts};
-use crate::http::meta::{Connection, Downstream};
+use crate::http::meta::{Connection, Downstream, RequestMeta};
 use crate::http::upgrade::{self, Tunnel};
 use crate::io::Activity;
 use crate::metrics::{ListenerLabels, Name};
 
 /// What every request of the connection carries, with the framing guard's verdict on its head.
 fn downstream(req: &mut hyper::Request<Body>, conn: &Arc<Connection>, verdict: Option<HeadVerdict>) {
-    req.extensions_mut().insert(Downstream { conn: conn.clone(), verdict });
+    let downstream = Downstream { conn: conn.clone(), verdict };
+    req.extensions_mut().insert(Arc::new(RequestMeta::new(Some(downstream))));
 }
 
 fn connection(peer: Peer) -> Arc<Connection> {

@@ -33,9 +33,8 @@ fn request(route: &Arc<Route>, headers: &[(&str, &str)]) -> (Request<Body>, Arc<
         let name = HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         req.headers_mut().insert(name, HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}")));
     }
-    let meta = Arc::new(RequestMeta::new(None));
-    req.extensions_mut().insert(meta.clone());
-    req.extensions_mut().insert(Target::for_test(route.clone()));
+    RequestMeta::insert_for_test(&mut req, None, Some(Target::for_test(route.clone())));
+    let meta = RequestMeta::of(&req).cloned().unwrap_or_else(|| panic!("no meta"));
     (req, meta)
 }
 

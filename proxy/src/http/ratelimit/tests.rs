@@ -12,7 +12,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::*;
 use crate::dataplane::Dataplane;
-use crate::http::meta::{Connection, Downstream};
+use crate::http::meta::{Connection, Downstream, RequestMeta};
 use crate::http::stage::StageLayer;
 use attache_config::model::SpiffeId;
 
@@ -49,7 +49,11 @@ fn plane(inbound: &[Arc<Route>]) -> Arc<Dataplane> {
 
 fn request(plane: &Arc<Dataplane>, route: &Arc<Route>) -> Request<Body> {
     let mut req = Request::new(Body::empty());
-    req.extensions_mut().insert(Target { plane: plane.clone(), ..Target::for_test(route.clone()) });
+    RequestMeta::insert_for_test(
+        &mut req,
+        None,
+        Some(Target { plane: plane.clone(), ..Target::for_test(route.clone()) }),
+    );
     req
 }
 
@@ -67,7 +71,7 @@ fn from_peer(addr: &str, identity: Option<&str>) -> Request<()> {
     let addr = addr.parse::<SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
     let identity = identity.map(|id| SpiffeId::parse(id).unwrap_or_else(|e| panic!("{e}")));
     let conn = Arc::new(Connection { addr, original_dst: None, identity });
-    req.extensions_mut().insert(Downstream { conn, verdict: None });
+    RequestMeta::insert_for_test(&mut req, Some(Downstream { conn, verdict: None }), None);
     req
 }
 
