@@ -27,11 +27,22 @@ impl Gate {
     }
 
     /// A slot, at once or after waiting among at most `max_pending` others.
+    #[cfg(test)]
     pub async fn enter(&self, backend: &Arc<str>) -> Result<OwnedSemaphorePermit, Overloaded> {
-        let overloaded = |what| Overloaded { backend: backend.clone(), what };
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+        match self.try_enter() {
+            Some(permit) => Ok(permit),
+            None => self.wait(backend).await,
         }
+    }
+
+    /// A slot if one is free now.
+    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// A slot after waiting among at most `max_pending` others (`try_enter` found none free).
+    pub async fn wait(&self, backend: &Arc<str>) -> Result<OwnedSemaphorePermit, Overloaded> {
+        let overloaded = |what| Overloaded { backend: backend.clone(), what };
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.policy.max_pending {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(overloaded("too many requests waiting"));

@@ -68,7 +68,15 @@ impl tower::Service<Request<Body>> for Endpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.send(req)
+    }
+}
+
+impl Endpoint {
+    /// Sends `req`: an HTTP/1.1 request that finds an idle connection ready is handed to it now; the future is
+    /// the wait for the answer.
+    pub fn send(&self, mut req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
         // The authority the request was routed by (its Host then, unless a route filter changed or removed Host).
         let routed = Target::of(&req).and_then(|t| t.authority.clone());
         if self.use_h2(req.version()) {
@@ -103,14 +111,12 @@ impl tower::Service<Request<Body>> for Endpoint {
         if let Some(uri) = target {
             *req.uri_mut() = uri;
         }
-        let pool = self.h1.clone();
         // An HTTP/1 upgrade (WebSocket) is spliced once both sides have switched protocols.
-        let downstream_upgrade = upgrade::take(&mut req);
+        let Some(downstream_upgrade) = upgrade::take(&mut req) else { return Box::pin(self.h1.send(req)) };
+        let sent = self.h1.send(req);
         Box::pin(async move {
-            let mut rsp = pool.send(req).await?;
-            if let Some(down) = downstream_upgrade {
-                upgrade::splice_if_switching(down, &mut rsp);
-            }
+            let mut rsp = sent.await?;
+            upgrade::splice_if_switching(downstream_upgrade, &mut rsp);
             Ok(rsp)
         })
     }

@@ -8,6 +8,7 @@
 //! another one.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -52,10 +53,34 @@ impl H1Pool {
         Arc::new(Self { connector, settings, idle: Mutex::default(), reaping: AtomicBool::new(false) })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or a new one.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or a new one. An idle connection that is
+    /// ready takes the request now, so the request is not moved through this future; a request it gives back
+    /// unsent (the connection was closing) goes out on another one.
+    pub fn send(self: &Arc<Self>, req: Request<Body>) -> impl Future<Output = Result<Response<Body>, BoxError>> {
+        let first = match self.checkout() {
+            Some(mut sender) => Ok((sender.try_send_request(req), sender)),
+            None => Err(req),
+        };
+        let pool = self.clone();
+        async move {
+            let (req, redials) = match first {
+                Err(req) => (req, 0),
+                Ok((sent, sender)) => match sent.await {
+                    Ok(rsp) => return Ok(pool.track(rsp, sender)),
+                    Err(err) => (pool.unsent(err, true, 0)?, 1),
+                },
+            };
+            pool.send_from(req, redials).await
+        }
+    }
+
+    /// `send` after `redials` requests came back unsent: on the next idle connection, or a new one.
+    async fn send_from(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+        mut redials: usize,
+    ) -> Result<Response<Body>, BoxError> {
         let addr = self.connector.addr();
-        let mut redials = 0;
         loop {
             let (mut sender, pooled) = match self.checkout() {
                 Some(sender) => (sender, true),
@@ -72,24 +97,36 @@ impl H1Pool {
                 }
                 return Err(dropped_at_once(addr, error));
             }
-            let (error, unsent) = match sender.try_send_request(req).await {
+            match sender.try_send_request(req).await {
                 Ok(rsp) => return Ok(self.track(rsp, sender)),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => (err.into_error(), unsent),
-                    None => return Err(Box::new(UpstreamFailed { addr, source: Box::new(err.into_error()) })),
-                },
-            };
-            if !pooled {
-                return Err(dropped_at_once(addr, error));
+                Err(err) => req = self.unsent(err, pooled, redials)?,
             }
-            // A kept-alive connection the server was closing as the request went out: another one may take it.
-            if redials == UNSENT_REDIALS {
-                return Err(Box::new(Refused { addr, source: Box::new(error) }));
-            }
-            tracing::debug!(%addr, %error, "HTTP/1.1 request came back unsent; trying another connection");
             redials += 1;
-            req = unsent;
         }
+    }
+
+    /// The request a connection gave back unsent, to try on another one; or the error to answer with: it was sent
+    /// (hyper failed it after it went out), it came back from a fresh connection, or it came back too often.
+    fn unsent(
+        &self,
+        mut err: hyper::client::conn::TrySendError<Request<Body>>,
+        pooled: bool,
+        redials: usize,
+    ) -> Result<Request<Body>, BoxError> {
+        let addr = self.connector.addr();
+        let Some(unsent) = err.take_message() else {
+            return Err(Box::new(UpstreamFailed { addr, source: Box::new(err.into_error()) }));
+        };
+        let error = err.into_error();
+        if !pooled {
+            return Err(dropped_at_once(addr, error));
+        }
+        // A kept-alive connection the server was closing as the request went out: another one may take it.
+        if redials == UNSENT_REDIALS {
+            return Err(Box::new(Refused { addr, source: Box::new(error) }));
+        }
+        tracing::debug!(%addr, %error, "HTTP/1.1 request came back unsent; trying another connection");
+        Ok(unsent)
     }
 
     /// The most recently used idle connection that is open, within the idle timeout and ready for a request now.

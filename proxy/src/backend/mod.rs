@@ -22,8 +22,7 @@ use std::time::Duration;
 
 use attache_config::model::{Backend, Limits};
 use http::{Request, Response};
-use tokio::sync::watch;
-use tower::Service;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use self::balance::{EndpointState, Pick};
 use self::breaker::{Admission, State};
@@ -83,72 +82,91 @@ impl BackendHandle {
         self.endpoints.borrow().iter().any(|e| e.is_available())
     }
 
-    /// Sends one request: waits for a bulkhead slot (bounded), picks an endpoint, records the outcome in its
-    /// breaker. The bulkhead slot is held until the response body ends.
+    /// Sends one request: takes a bulkhead slot (waiting, bounded, only when none is free), picks an endpoint,
+    /// records the outcome in its breaker. The bulkhead slot is held until the response body ends.
     pub fn call(&self, req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
+        // Most requests find a slot free: they go to the endpoint now, and only what follows the send is a future
+        // (the request is not moved through a future of this layer on its way).
+        if let Some(permit) = self.gate.try_enter() {
+            return self.send(permit, req);
+        }
         let this = self.clone();
         Box::pin(async move {
-            let permit = match this.gate.enter(&this.name).await {
+            let permit = match this.gate.wait(&this.name).await {
                 Ok(p) => p,
                 Err(e) => return Err(this.fast_fail("overloaded", e.into())),
             };
-            let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
-            let endpoints = this.endpoints.borrow().clone();
-            let (endpoint, admission) = match balance::pick(&endpoints, avoid) {
-                Pick::Endpoint(e, a) => (e, a),
-                Pick::Empty => {
-                    return Err(this.fast_fail("no-endpoints", NoEndpoints { backend: this.name.clone() }.into()))
-                }
-                Pick::AllUnavailable => {
-                    return Err(this.fast_fail("circuit-open", CircuitOpen { backend: this.name.clone() }.into()))
-                }
-            };
-            if admission == Some(Admission::Probe) {
-                this.breaker_changed(&endpoint, State::HalfOpen);
+            this.send(permit, req).await
+        })
+    }
+
+    /// Picks an endpoint and sends `req` to it, holding `permit` until the response body ends.
+    fn send(&self, permit: OwnedSemaphorePermit, req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
+        let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
+        let picked = balance::pick(&self.endpoints.borrow(), avoid);
+        let (endpoint, admission) = match picked {
+            Pick::Endpoint(e, a) => (e, a),
+            Pick::Empty => {
+                let err = self.fast_fail("no-endpoints", NoEndpoints { backend: self.name.clone() }.into());
+                return Box::pin(std::future::ready(Err(err)));
             }
-            let rsp = this.attempt(&endpoint, admission, req).await?;
+            Pick::AllUnavailable => {
+                let err = self.fast_fail("circuit-open", CircuitOpen { backend: self.name.clone() }.into());
+                return Box::pin(std::future::ready(Err(err)));
+            }
+        };
+        if admission == Some(Admission::Probe) {
+            self.breaker_changed(&endpoint, State::HalfOpen);
+        }
+        let attempt = self.attempt(endpoint, admission, req);
+        Box::pin(async move {
+            let rsp = attempt.await?;
             Ok(rsp.map(|b| b.tapped(Box::new(Hold(permit)))))
         })
     }
 
-    async fn attempt(
+    /// Sends `req` to `endpoint` now; the future is the wait for its answer, with the per-try timeout, and the
+    /// outcome recorded in the endpoint's load estimate and breaker.
+    fn attempt(
         &self,
-        endpoint: &Arc<EndpointState>,
+        endpoint: Arc<EndpointState>,
         admission: Option<Admission>,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, BoxError> {
+    ) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send + 'static {
         let timeout = req.extensions_mut().remove::<AttemptTimeout>().map(|t| t.0);
         let probe = ProbeGuard { endpoint: endpoint.clone(), admission, settled: false };
         let in_flight = endpoint.start();
-        let mut client = endpoint.client.clone();
         // Told which endpoint answered (a retry avoids it, the attempt's span names it).
         let meta = crate::http::meta::RequestMeta::of(&req).cloned();
-        let call = client.call(req);
-        let result = match timeout {
-            Some(after) => match tokio::time::timeout(after, call).await {
-                Ok(r) => r,
-                Err(_) => Err(PerTryTimeout { addr: endpoint.addr, after }.into()),
-            },
-            None => call.await,
-        };
-        let outcome = match &result {
-            Ok(rsp) => Some(!rsp.status().is_server_error() && !grpc_server_failure(rsp.headers())),
-            // A refused stream (graceful shutdown of a healthy upstream) says nothing about the endpoint's health.
-            Err(e) if is_refused(&**e) => None,
-            Err(_) => Some(false),
-        };
-        match outcome {
-            Some(success) => {
-                in_flight.finish(success);
-                self.settle(probe, success);
+        let call = endpoint.client.send(req);
+        let this = self.clone();
+        async move {
+            let result = match timeout {
+                Some(after) => match tokio::time::timeout(after, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(PerTryTimeout { addr: endpoint.addr, after }.into()),
+                },
+                None => call.await,
+            };
+            let outcome = match &result {
+                Ok(rsp) => Some(!rsp.status().is_server_error() && !grpc_server_failure(rsp.headers())),
+                // A refused stream (graceful shutdown of a healthy upstream) says nothing about the endpoint's health.
+                Err(e) if is_refused(&**e) => None,
+                Err(_) => Some(false),
+            };
+            match outcome {
+                Some(success) => {
+                    in_flight.finish(success);
+                    this.settle(probe, success);
+                }
+                None => drop((in_flight, probe)),
             }
-            None => drop((in_flight, probe)),
+            let rsp = result?;
+            if let Some(meta) = meta {
+                meta.set_served(endpoint.addr);
+            }
+            Ok(rsp)
         }
-        let rsp = result?;
-        if let Some(meta) = meta {
-            meta.set_served(endpoint.addr);
-        }
-        Ok(rsp)
     }
 
     fn settle(&self, mut probe: ProbeGuard, success: bool) {

@@ -28,7 +28,7 @@ impl tower::Service<Request<Body>> for Split {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let req_method = req.method().clone();
         let Some(route) = Target::of(&req).map(|t| t.route.clone()) else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
@@ -43,7 +43,6 @@ impl tower::Service<Request<Body>> for Split {
         if let Some(meta) = RequestMeta::of(&req) {
             meta.set_backend(chosen);
         }
-        let mut req = req;
         // Outbound, each attempt is its own child span of the hop, and the upstream is told that span. A span that
         // will not be exported gets no child: the upstream is told the hop's span, written when the hop started.
         let attempt = RequestMeta::of(&req)
