@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use attache_config::model::Limits;
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::on_wake::OnWake;
 use super::{Context, Peer};
 use crate::body::Body;
 use crate::drain;
@@ -138,7 +140,8 @@ impl Ends {
 
 /// Runs a connection to completion; on drain or idleness asks it to finish (HTTP/1: `Connection: close` after the
 /// in-flight response; HTTP/2: GOAWAY), letting in-flight requests complete. A connection that stays idle for
-/// another idle period after being asked is dropped.
+/// another idle period after being asked is dropped. The connection is polled on every wake of its task, its ends
+/// only when one of them woke it (`OnWake`).
 async fn drive<C, E>(conn: C, shutdown: fn(Pin<&mut C>), ends: Ends, idle: Duration, activity: Activity)
 where
     C: Future<Output = Result<(), E>>,
@@ -146,25 +149,30 @@ where
 {
     let Ends { mut drain, mut retire } = ends;
     tokio::pin!(conn);
+    let on_wake = OnWake::new();
     let mut closing = false;
     let mut seen = activity.count();
     loop {
-        tokio::select! {
-            res = conn.as_mut() => {
+        let end = next_end(&mut drain, &mut retire, closing, idle);
+        tokio::pin!(end);
+        on_wake.arm();
+        let step = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(res) => Poll::Ready(Err(res)),
+            Poll::Pending => on_wake.poll(end.as_mut(), cx).map(Ok),
+        })
+        .await;
+        match step {
+            Err(res) => {
                 if let Err(error) = res {
                     tracing::debug!(%error, "connection ended with an error");
                 }
                 return;
             }
-            () = drain.signaled(), if !closing => {
+            Ok(End::Asked) => {
                 closing = true;
                 shutdown(conn.as_mut());
             }
-            () = Ends::retired(&mut retire), if !closing => {
-                closing = true;
-                shutdown(conn.as_mut());
-            }
-            () = tokio::time::sleep(idle) => {
+            Ok(End::Idle) => {
                 let now = activity.count();
                 if now == seen && closing {
                     // Asked to finish and still idle: a stalled body or a client that stopped reading.
@@ -178,5 +186,26 @@ where
                 seen = now;
             }
         }
+    }
+}
+
+/// Why a connection should finish, or that an idle period has passed.
+enum End {
+    /// The proxy drains, or the listener was replaced.
+    Asked,
+    Idle,
+}
+
+/// The next of the connection's ends; once it is closing, only the idle period.
+async fn next_end(
+    drain: &mut drain::Watch,
+    retire: &mut Option<watch::Receiver<bool>>,
+    closing: bool,
+    idle: Duration,
+) -> End {
+    tokio::select! {
+        () = drain.signaled(), if !closing => End::Asked,
+        () = Ends::retired(retire), if !closing => End::Asked,
+        () = tokio::time::sleep(idle) => End::Idle,
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP/1 or HTTP/2 (`http`) or forward opaque TCP (`opaque`); drain gracefully on shutdown; close when idle.
 
 mod http;
+mod on_wake;
 mod opaque;
 
 use std::net::SocketAddr;
