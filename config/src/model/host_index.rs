@@ -21,6 +21,8 @@ pub struct HostIndex {
     suffixes: Vec<(usize, Box<str>)>,
     /// The longest key in `exact`: a longer authority (a client's choice) is not lower-cased to be looked up.
     longest: usize,
+    /// Some key in `exact` has a port: only then can an authority with its port match as it is.
+    ported: bool,
 }
 
 impl HostIndex {
@@ -31,6 +33,7 @@ impl HostIndex {
                 match host {
                     HostMatch::Exact(want) => {
                         index.longest = index.longest.max(want.len());
+                        index.ported |= split_authority(want).1.is_some();
                         index.exact.entry(want.to_ascii_lowercase().into()).or_insert(i);
                     }
                     HostMatch::Suffix(suffix) => index.suffixes.push((i, suffix.to_ascii_lowercase().into())),
@@ -64,8 +67,9 @@ impl HostIndex {
             true => with_lowercase(key, |k| self.exact.get(k).copied()),
             false => None,
         };
-        let mut best = exact(authority);
-        if host.len() != authority.len() {
+        let has_port = host.len() != authority.len();
+        let mut best = if has_port && !self.ported { None } else { exact(authority) };
+        if has_port {
             best = min(best, exact(host));
         }
         let suffix = self
@@ -151,10 +155,31 @@ backends:
         crate::load_str(yaml).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Every authority gets the service the reference scan (`Snapshot::service_index_for`) picks.
+    /// Every authority gets the service the reference scan (`Snapshot::service_index_for`) picks, with hosts
+    /// listed with ports and, in a config whose hosts have none (the lookup with the port is skipped), without.
     #[test]
     fn the_index_answers_as_the_scan_does() {
+        let with_ports = snapshot();
+        let mut without = snapshot();
+        without.services.retain(|s| s.name.as_ref() != "pinned");
+        assert!(!HostIndex::new(&without.services).ported);
+        for snapshot in [with_ports, without] {
+            answers_as_the_scan_does(&snapshot);
+        }
         let snapshot = snapshot();
+        let index = HostIndex::new(&snapshot.services);
+        assert!(index.ported);
+        let long = format!("{}.svc.local", "a".repeat(400));
+        assert_eq!(index.find(&long), Some(1), "a key longer than the stack buffer");
+        assert_eq!(index.find("api.local:8080"), Some(0));
+        assert_eq!(index.find("api.local:80"), Some(2));
+        assert_eq!(index.find("x.svc.local"), Some(1), "an earlier suffix wins over a later exact host");
+        assert_eq!(index.find("q.local"), Some(3));
+        assert_eq!(index.find("éa.svc.local"), Some(1), "a non-ASCII host is compared by bytes, without a panic");
+        assert_eq!(index.find("é"), None);
+    }
+
+    fn answers_as_the_scan_does(snapshot: &Snapshot) {
         let index = HostIndex::new(&snapshot.services);
         let hosts = [
             "api.local",
@@ -182,13 +207,5 @@ backends:
                 assert_eq!(index.find(&authority), snapshot.service_index_for(&authority), "{authority:?}");
             }
         }
-        let long = format!("{}.svc.local", "a".repeat(400));
-        assert_eq!(index.find(&long), Some(1), "a key longer than the stack buffer");
-        assert_eq!(index.find("api.local:8080"), Some(0));
-        assert_eq!(index.find("api.local:80"), Some(2));
-        assert_eq!(index.find("x.svc.local"), Some(1), "an earlier suffix wins over a later exact host");
-        assert_eq!(index.find("q.local"), Some(3));
-        assert_eq!(index.find("éa.svc.local"), Some(1), "a non-ASCII host is compared by bytes, without a panic");
-        assert_eq!(index.find("é"), None);
     }
 }

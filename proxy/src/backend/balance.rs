@@ -96,9 +96,8 @@ impl EndpointState {
     }
 
     /// Peak-sensitive: a slower sample takes over at once, faster ones pull the estimate down gradually.
-    fn observe(&self, rtt: Duration) {
+    fn observe(&self, rtt: Duration, now: Instant) {
         let Ok(mut e) = self.ewma.lock() else { return };
-        let now = Instant::now();
         let rtt = rtt.as_nanos() as f64;
         if e.unsampled {
             e.unsampled = false;
@@ -123,15 +122,16 @@ impl InFlight {
     /// The attempt's outcome is known. A failure is measured as at least FAILURE_PENALTY, so an endpoint that fails
     /// fast (connection refused in microseconds) does not look like the fastest one.
     pub fn finish(mut self, success: bool) {
-        let elapsed = self.started.elapsed();
-        self.record(if success { elapsed } else { elapsed.max(FAILURE_PENALTY) });
+        self.record(|elapsed| if success { elapsed } else { elapsed.max(FAILURE_PENALTY) });
     }
 
-    fn record(&mut self, rtt: Duration) {
+    /// Feeds `rtt` of the time since the start into the estimate, once (one clock read for both).
+    fn record(&mut self, rtt: impl FnOnce(Duration) -> Duration) {
         if !self.done {
             self.done = true;
             self.endpoint.pending.fetch_sub(1, Ordering::Relaxed);
-            self.endpoint.observe(rtt);
+            let now = Instant::now();
+            self.endpoint.observe(rtt(now.saturating_duration_since(self.started)), now);
         }
     }
 }
@@ -139,9 +139,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         // Abandoned (cancelled, timed out above): what it took so far. (Finished: recorded already.)
-        if !self.done {
-            self.record(self.started.elapsed());
-        }
+        self.record(|elapsed| elapsed);
     }
 }
 
@@ -252,10 +250,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn prefers_the_lower_cost_endpoint() {
         let eps = vec![ep(1, None), ep(2, None)];
-        eps[0].observe(Duration::from_millis(200));
-        eps[1].observe(Duration::from_millis(1));
+        eps[0].observe(Duration::from_millis(200), Instant::now());
+        eps[1].observe(Duration::from_millis(1), Instant::now());
         tokio::time::advance(Duration::from_secs(20)).await;
-        eps[1].observe(Duration::from_millis(1));
+        eps[1].observe(Duration::from_millis(1), Instant::now());
         let twos = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(2)).count();
         assert!(twos >= 940, "the cheaper endpoint won {twos} of 1000 (exploration takes about 1 in 32)");
     }
@@ -263,16 +261,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unmeasured_endpoint_is_tried_and_an_idle_one_comes_back() {
         let eps = vec![ep(1, None), ep(2, None)];
-        eps[0].observe(Duration::from_millis(1));
+        eps[0].observe(Duration::from_millis(1), Instant::now());
         let twos = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(2)).count();
         assert!(twos >= 940, "never measured: tried first ({twos} of 1000)");
-        eps[1].observe(Duration::from_millis(50));
+        eps[1].observe(Duration::from_millis(50), Instant::now());
         assert!((0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(1)).count() >= 940);
         // Endpoint 1 keeps answering in 1 ms; endpoint 2's estimate decays while it gets nothing.
         let mut picked_two = false;
         for _ in 0..100 {
             tokio::time::advance(Duration::from_secs(1)).await;
-            eps[0].observe(Duration::from_millis(1));
+            eps[0].observe(Duration::from_millis(1), Instant::now());
             picked_two |= addr_of(pick(&eps, None)) == Some(2);
         }
         assert!(picked_two, "the idle endpoint was never tried again");
@@ -281,7 +279,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_new_endpoint_does_not_attract_a_burst() {
         let eps = vec![ep(1, None), ep(2, None)];
-        eps[0].observe(Duration::from_millis(5));
+        eps[0].observe(Duration::from_millis(5), Instant::now());
         // Idle and never measured, it is the cheapest (exploration aside: take the first pick that lands on it).
         let first = (0..100)
             .find_map(|_| match pick(&eps, None) {
@@ -298,7 +296,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fast_failure_does_not_make_an_endpoint_look_fast() {
         let eps = vec![ep(1, None), ep(2, None)];
-        eps[0].observe(Duration::from_millis(5));
+        eps[0].observe(Duration::from_millis(5), Instant::now());
         eps[1].start().finish(false);
         let ones = (0..1000).filter(|_| addr_of(pick(&eps, None)) == Some(1)).count();
         assert!(ones >= 940, "the healthy endpoint won {ones} of 1000");
