@@ -33,7 +33,8 @@ impl HostIndex {
                 match host {
                     HostMatch::Exact(want) => {
                         index.longest = index.longest.max(want.len());
-                        index.ported |= split_authority(want).1.is_some();
+                        // As `find_normalized` tells an authority with a port: anything after the host.
+                        index.ported |= split_authority(want).0.len() != want.len();
                         index.exact.entry(want.to_ascii_lowercase().into()).or_insert(i);
                     }
                     HostMatch::Suffix(suffix) => index.suffixes.push((i, suffix.to_ascii_lowercase().into())),
@@ -147,7 +148,7 @@ services:
     hosts: ["api.local", "127.0.0.1", "x.svc.local", "[::1]"]
     routes: [{ name: r, backends: [{ name: b }] }]
   - name: later-wild
-    hosts: ["*.local", "other.local"]
+    hosts: ["*.local", "other.local", "[::2]."]
     routes: [{ name: r, backends: [{ name: b }] }]
 backends:
   - { name: b, endpoints: ["127.0.0.1:1"] }
@@ -159,11 +160,16 @@ backends:
     /// listed with ports and, in a config whose hosts have none (the lookup with the port is skipped), without.
     #[test]
     fn the_index_answers_as_the_scan_does() {
-        let with_ports = snapshot();
-        let mut without = snapshot();
-        without.services.retain(|s| s.name.as_ref() != "pinned");
-        assert!(!HostIndex::new(&without.services).ported);
-        for snapshot in [with_ports, without] {
+        let keep = |drop: &[&str]| {
+            let mut s = snapshot();
+            s.services.retain(|s| !drop.contains(&s.name.as_ref()));
+            s
+        };
+        // Without "pinned", the one host with more than a host name is "[::2]." (text after the brackets).
+        let (with_ports, with_suffix, plain) = (keep(&[]), keep(&["pinned"]), keep(&["pinned", "later-wild"]));
+        assert!(HostIndex::new(&with_suffix.services).ported);
+        assert!(!HostIndex::new(&plain.services).ported);
+        for snapshot in [with_ports, with_suffix, plain] {
             answers_as_the_scan_does(&snapshot);
         }
         let snapshot = snapshot();
@@ -196,6 +202,8 @@ backends:
             "127.0.0.1",
             "[::1]",
             "[::1",
+            "[::2]",
+            "[::2].",
             "nowhere",
             "",
             "a:b:c",

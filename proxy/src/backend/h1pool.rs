@@ -67,7 +67,9 @@ impl H1Pool {
                 Err(req) => (req, 0),
                 Ok((sent, sender)) => match sent.await {
                     Ok(rsp) => return Ok(pool.track(rsp, sender)),
-                    Err(err) => (pool.unsent(err, true, 0)?, 1),
+                    // Not counted: it may have been refused before it went out (the connection stopped being
+                    // ready after the checkout), as a pooled connection failing `ready` is not counted below.
+                    Err(err) => (pool.unsent(err, true, 0)?, 0),
                 },
             };
             pool.send_from(req, redials).await

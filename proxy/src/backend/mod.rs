@@ -103,8 +103,9 @@ impl BackendHandle {
     /// Picks an endpoint and sends `req` to it, holding `permit` until the response body ends.
     fn send(&self, permit: OwnedSemaphorePermit, req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
         let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
-        let picked = balance::pick(&self.endpoints.borrow(), avoid);
-        let (endpoint, admission) = match picked {
+        // A clone, so the watch is not held while the breakers are consulted.
+        let endpoints = self.endpoints.borrow().clone();
+        let (endpoint, admission) = match balance::pick(&endpoints, avoid) {
             Pick::Endpoint(e, a) => (e, a),
             Pick::Empty => {
                 let err = self.fast_fail("no-endpoints", NoEndpoints { backend: self.name.clone() }.into());

@@ -111,7 +111,7 @@ impl std::fmt::Debug for FaultInjection {
 impl Middleware for FaultInjection {
     fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
-        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
         S::Future: Send + 'static,
     {
         let injected = Target::of(&req).and_then(|t| self.roll(&t.route, req.headers()));
@@ -128,12 +128,12 @@ impl Middleware for FaultInjection {
                 Ok(abort_response(abort, kind))
             }),
             None => {
-                // The stages below do their work when polled, so nothing is sent before the delay ends.
-                let fut = next.call(req);
+                // The rest of the pipeline is called when the delay ends: nothing is sent before.
+                let mut next = next.clone();
                 let delay = delay.unwrap_or_default();
                 StageFuture::boxed(async move {
                     tokio::time::sleep(delay).await;
-                    let mut rsp = fut.await?;
+                    let mut rsp = next.call(req).await?;
                     rsp.headers_mut().insert(FAULT_HEADER, HeaderValue::from_static(kind));
                     Ok(rsp)
                 })

@@ -10,9 +10,11 @@ use super::route::Target;
 /// `RequestMeta::backend` before the split chose one.
 const NO_BACKEND: usize = usize::MAX;
 
-/// The request's one extension of ours, inserted by the listener (or by the observe layer, for a request that came
-/// another way); each fact in it is set once, by the layer that decides it. One extension for all of them: each
-/// extension is a box in the request's map, and a retry's copy of the head clones every one again.
+/// What every request carries through the pipeline, as one request extension: inserted by the listener (by the
+/// observe layer or the route stage, `ensure`, for a request that came another way); each fact in it is set once,
+/// by the layer that decides it. One extension for all of them: each extension is a box in the request's map, and a
+/// retry's copy of the head clones every one again. (Per-attempt facts, `Avoid` and `AttemptTimeout`, and an
+/// upgrade's `Tunnel` are extensions of their own: only some requests carry them.)
 pub struct RequestMeta {
     /// The connection the request came on; `None` for a request that came through no listener (unit tests).
     pub downstream: Option<Downstream>,

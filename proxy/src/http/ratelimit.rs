@@ -118,7 +118,7 @@ impl RateLimit {
 impl Middleware for RateLimit {
     fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
-        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
         S::Future: Send + 'static,
     {
         let decision = {
@@ -137,12 +137,12 @@ impl Middleware for RateLimit {
                 fail(err)
             }
             Decision::Queued { until, place } => {
-                // The stages below do their work when polled, so nothing is sent before the wait ends.
-                let fut = next.call(req);
+                // The rest of the pipeline is called when the wait ends: nothing is sent before.
+                let mut next = next.clone();
                 StageFuture::boxed(async move {
                     tokio::time::sleep_until(until).await;
                     drop(place);
-                    fut.await
+                    next.call(req).await
                 })
             }
         }

@@ -1,5 +1,5 @@
 //! Route: the only reader of the dataplane state. One request sees one snapshot; the matched route travels with
-//! it as a `Target` extension. Inbound, the "route" is the listener's app.
+//! it as the `Target` in its `RequestMeta`. Inbound, the "route" is the listener's app.
 
 use std::sync::Arc;
 
@@ -51,12 +51,13 @@ impl Middleware for RouteStage {
             Err(e) => return fail(e),
         };
         let rewritten_path = route.rewritten_path(&head);
-        let _ = RequestMeta::ensure(&mut head.extensions).target.set(Target {
+        let set = RequestMeta::ensure(&mut head.extensions).target.set(Target {
             plane,
             route,
             rewritten_path,
             authority: Some(authority),
         });
+        debug_assert!(set.is_ok(), "a request routed twice");
         StageFuture::next(next.call(Request::from_parts(head, body)))
     }
 }

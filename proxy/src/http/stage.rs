@@ -20,9 +20,12 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Box
 
 /// What a stage does with one request, given the next service.
 pub trait Middleware: Clone + Send + Sync + 'static {
+    /// A stage that waits before the rest of the pipeline runs (an injected delay, a rate-limit queue) calls a
+    /// clone of `next` when the wait is over: a call may already send the request (a backend with a free slot and
+    /// a ready connection sends it at once).
     fn call<S>(&self, req: Request<Body>, next: &mut S) -> StageFuture<S::Future>
     where
-        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
         S::Future: Send + 'static;
 }
 
@@ -107,7 +110,7 @@ impl<M: Clone, S> tower::Layer<S> for StageLayer<M> {
 impl<M, S> tower::Service<Request<Body>> for Stage<M, S>
 where
     M: Middleware,
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;

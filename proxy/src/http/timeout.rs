@@ -50,8 +50,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The next stage's future, failing with `RequestTimeout` when the route's deadline passes first. The clock
-    /// starts at the first poll, not at the call: a stage above may call first and wait before it polls (an
-    /// injected delay), and that wait is not the upstream's time.
+    /// starts at the first poll, not at the call: a future is the upstream's time only once it is being driven.
     pub struct Deadline<F> {
         #[pin]
         inner: F,

@@ -84,6 +84,20 @@ async fn a_delay_adds_exactly_its_duration() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_delayed_request_reaches_the_service_only_when_its_delay_ends() {
+    let (mut svc, calls) = stage(FaultInjection::new(FaultMetrics::default()));
+    let r = route(Fault { delay: delay(100, 250), ..Fault::default() });
+    let (req, _) = request(&r, &[]);
+    let mut fut = std::pin::pin!(svc.ready().await.unwrap_or_else(|e| panic!("{e}")).call(req));
+    let early = tokio::time::timeout(Duration::from_millis(200), fut.as_mut()).await;
+    assert!(early.is_err(), "answered before the delay ended");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the upstream was called during the delay");
+    let rsp = fut.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_abort_never_calls_the_service() {
     let metrics = FaultMetrics::default();
     let (svc, calls) = stage(FaultInjection::new(metrics.clone()));

@@ -196,8 +196,11 @@ async fn a_queued_request_waits_for_its_token() {
     let first = svc.clone().oneshot(request(&plane, &r)).await;
     assert!(first.is_ok());
     assert_eq!(start.elapsed(), Duration::ZERO);
-    let second = svc.clone().oneshot(request(&plane, &r)).await;
-    assert_eq!(second.map(|r| r.status()).ok(), Some(StatusCode::OK));
+    let mut second = std::pin::pin!(svc.clone().oneshot(request(&plane, &r)));
+    let early = tokio::time::timeout(Duration::from_millis(900), second.as_mut()).await;
+    assert!(early.is_err(), "answered before its token");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the upstream was called while the request queued");
+    assert_eq!(second.await.map(|r| r.status()).ok(), Some(StatusCode::OK));
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(decisions(&metrics, &r, "allowed"), 1);
