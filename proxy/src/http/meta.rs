@@ -123,15 +123,8 @@ impl RequestMeta {
     }
 
     /// The request's meta, inserted when it has none yet.
-    pub fn ensure(extensions: &mut http::Extensions) -> Arc<RequestMeta> {
-        match Self::in_extensions(extensions) {
-            Some(meta) => meta.clone(),
-            None => {
-                let meta = Arc::new(Self::new(None));
-                extensions.insert(meta.clone());
-                meta
-            }
-        }
+    pub fn ensure(extensions: &mut http::Extensions) -> &Arc<RequestMeta> {
+        extensions.get_or_insert_with(|| Arc::new(Self::new(None)))
     }
 
     /// A request for the stages' unit tests: routed to `target` (when given), from `downstream`.

@@ -72,7 +72,7 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
         let hop = Arc::new(Hop::start(&self.tracer, self.direction, req.headers_mut()));
-        let meta = RequestMeta::ensure(req.extensions_mut());
+        let meta = RequestMeta::ensure(req.extensions_mut()).clone();
         let _ = meta.hop.set(hop.clone());
         let span = tracing::info_span!("request", trace_id = %hop.trace_id(), span_id = %hop.span_id());
         // The access log line and the span are the only readers of what follows; with both off, nothing is kept.

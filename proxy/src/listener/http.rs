@@ -2,6 +2,7 @@
 //! on the listener's replacement, or when idle.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -156,23 +157,24 @@ where
         let end = next_end(&mut drain, &mut retire, closing, idle);
         tokio::pin!(end);
         on_wake.arm();
+        // Break: the connection ended; Continue: one of its ends came first.
         let step = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
-            Poll::Ready(res) => Poll::Ready(Err(res)),
-            Poll::Pending => on_wake.poll(end.as_mut(), cx).map(Ok),
+            Poll::Ready(res) => Poll::Ready(ControlFlow::Break(res)),
+            Poll::Pending => on_wake.poll(end.as_mut(), cx).map(ControlFlow::Continue),
         })
         .await;
         match step {
-            Err(res) => {
+            ControlFlow::Break(res) => {
                 if let Err(error) = res {
                     tracing::debug!(%error, "connection ended with an error");
                 }
                 return;
             }
-            Ok(End::Asked) => {
+            ControlFlow::Continue(End::Asked) => {
                 closing = true;
                 shutdown(conn.as_mut());
             }
-            Ok(End::Idle) => {
+            ControlFlow::Continue(End::Idle) => {
                 let now = activity.count();
                 if now == seen && closing {
                     // Asked to finish and still idle: a stalled body or a client that stopped reading.
