@@ -18,13 +18,11 @@ impl Middleware for Filters {
         S: tower::Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
         S::Future: Send + 'static,
     {
-        let Some(target) = Target::of(&req) else {
+        // Most routes have no filters: nothing is cloned for them.
+        let Some(target) = Target::of(&req).filter(|t| t.route.filters != Default::default()) else {
             return StageFuture::next(next.call(req));
         };
         let (route, rewritten) = (target.route.clone(), target.rewritten_path.clone());
-        if route.filters == Default::default() {
-            return StageFuture::next(next.call(req));
-        }
         if let Some(path) = rewritten {
             if let Err(e) = set_path(&mut req, &path) {
                 return fail(e);

@@ -40,12 +40,20 @@ use crate::metrics::{Dir, Metrics};
 /// What a pipeline answers with: its outermost stage's (observe's) boxed future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-/// A whole pipeline: it never fails, errors are already responses. Called through `&self`: each call clones the
-/// concrete stack (`Arc` increments) and returns observe's future as it is, where a `BoxCloneSyncService` boxed a
-/// fresh copy of the stack per request and boxed the boxed future again. No `poll_ready`: every stage is always
-/// ready (admission is a counter in `admit`, not a semaphore to wait on), so waiting for readiness is never needed.
+/// A whole pipeline: it never fails, errors are already responses. Each connection takes its own copy of the
+/// concrete stack (`connection`, `Arc` increments once per connection, not per request) and calls it for each of
+/// its requests; the call returns observe's future as it is. No `poll_ready`: every stage is always ready
+/// (admission is a counter in `admit`, not a semaphore to wait on), so waiting for readiness is never needed.
 #[derive(Clone)]
-pub struct HttpService(Arc<dyn Fn(Request<Body>) -> ResponseFuture + Send + Sync>);
+pub struct HttpService(Arc<dyn Fn() -> PipelineCopy + Send + Sync>);
+
+/// One copy of a pipeline's concrete stack, called once per request.
+type PipelineCopy = Box<dyn FnMut(Request<Body>) -> ResponseFuture + Send>;
+
+/// One connection's copy of a pipeline. hyper calls a connection's service through `&self`; the copy is only ever
+/// borrowed for the call itself, which returns before the next request's (calls never nest), so the `RefCell`
+/// is never contended.
+pub struct ConnectionService(std::cell::RefCell<PipelineCopy>);
 
 impl HttpService {
     fn new<S>(svc: S) -> Self
@@ -53,24 +61,48 @@ impl HttpService {
         S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = ResponseFuture>,
         S: Clone + Send + Sync + 'static,
     {
-        Self(Arc::new(move |req| {
+        Self(Arc::new(move || {
             let mut svc = svc.clone();
-            // Every stage is ready at once today. One that is not (a later layer that waits for capacity) is
-            // answered 503 here, never called against tower's contract; debug builds say it is a bug.
-            match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(Ok(())) => svc.call(req),
-                _ => {
-                    debug_assert!(false, "a pipeline stage was not ready");
-                    let overloaded = tower::load_shed::error::Overloaded::new();
-                    Box::pin(std::future::ready(Ok(rescue::respond(&overloaded, req.version()))))
-                }
-            }
+            Box::new(move |req| call_ready(&mut svc, req))
         }))
     }
 
-    pub fn call(&self, req: Request<Body>) -> ResponseFuture {
-        (self.0)(req)
+    /// A copy of the pipeline for one connection's requests.
+    pub fn connection(&self) -> ConnectionService {
+        ConnectionService(std::cell::RefCell::new((self.0)()))
     }
+}
+
+impl ConnectionService {
+    pub fn call(&self, req: Request<Body>) -> ResponseFuture {
+        match self.0.try_borrow_mut() {
+            Ok(mut call) => call(req),
+            Err(_) => {
+                debug_assert!(false, "a connection's pipeline called from inside its own call");
+                overloaded(req.version())
+            }
+        }
+    }
+}
+
+/// Every stage is ready at once today. One that is not (a later layer that waits for capacity) is answered 503
+/// here, never called against tower's contract; debug builds say it is a bug.
+fn call_ready<S>(svc: &mut S, req: Request<Body>) -> ResponseFuture
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = ResponseFuture>,
+{
+    match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => svc.call(req),
+        _ => {
+            debug_assert!(false, "a pipeline stage was not ready");
+            overloaded(req.version())
+        }
+    }
+}
+
+fn overloaded(version: http::Version) -> ResponseFuture {
+    let overloaded = tower::load_shed::error::Overloaded::new();
+    Box::pin(std::future::ready(Ok(rescue::respond(&overloaded, version))))
 }
 
 /// What every pipeline of the proxy shares: metrics, and long-lived per-route state kept across reloads.

@@ -29,7 +29,6 @@ impl tower::Service<Request<Body>> for Split {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let req_method = req.method().clone();
         let Some(route) = Target::of(&req).map(|t| t.route.clone()) else {
             return Box::pin(async { Err("request reached the split without a route".into()) });
         };
@@ -50,26 +49,31 @@ impl tower::Service<Request<Body>> for Split {
             .filter(|hop| hop.direction == Dir::Outbound && hop.recording())
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));
-        // Whoever answers an exported attempt is named in its span.
-        let meta = attempt.as_ref().and_then(|_| RequestMeta::of(&req).cloned());
-        let backend_name = route.backend_name(chosen).cloned().unwrap_or_else(|| Arc::from(""));
-        let fut: Self::Future = match route.backend(chosen) {
-            // Already boxed by the backend: not boxed again.
-            Some(backend) => backend.call(req),
-            None => {
-                let backend = backend_name.clone();
-                Box::pin(async move { Err(NoEndpoints { backend }.into()) })
-            }
+        let backend_name = || route.backend_name(chosen).cloned().unwrap_or_else(|| Arc::from(""));
+        let Some(attempt) = attempt else {
+            return match route.backend(chosen) {
+                // Already boxed by the backend: not boxed again.
+                Some(backend) => backend.call(req),
+                None => no_endpoints(backend_name()),
+            };
         };
-        let Some(attempt) = attempt else { return fut };
-        let method = req_method;
+        // Whoever answers an exported attempt is named in its span.
+        let (meta, method, backend) = (RequestMeta::of(&req).cloned(), req.method().clone(), backend_name());
+        let fut = match route.backend(chosen) {
+            Some(handle) => handle.call(req),
+            None => no_endpoints(backend.clone()),
+        };
         Box::pin(async move {
             let result = fut.await;
             let served = meta.as_ref().and_then(|m| m.served());
-            attempt_span(&attempt, &method, &backend_name, &route.service, &result, served);
+            attempt_span(&attempt, &method, &backend, &route.service, &result, served);
             result
         })
     }
+}
+
+fn no_endpoints(backend: Arc<str>) -> Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> {
+    Box::pin(async move { Err(NoEndpoints { backend }.into()) })
 }
 
 /// The span of one upstream attempt: what was asked of which endpoint, and what came back.

@@ -47,8 +47,9 @@ where
     let guard_limits =
         GuardLimits { max_head_bytes, max_headers: limits.max_header_count, head_timeout: Some(limits.idle_timeout) };
     let guarded = H1Guard::new(io, verdicts.clone(), guard_limits);
-    let http = ctx.http.clone();
-    let retire = ctx.retire.clone();
+    let http = ctx.http.connection();
+    // Shared by the connection's response futures: one count per request rather than a receiver's two.
+    let retire = Arc::new(ctx.retire.clone());
     let labels = ListenerLabels { direction: ctx.direction, listener: Name(ctx.name.clone()) };
     let tunnel = Tunnel {
         idle: limits.idle_timeout,
@@ -97,7 +98,7 @@ pub(super) async fn serve_h2<I>(io: I, ctx: &Context, limits: &Limits, activity:
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let http = ctx.http.clone();
+    let http = ctx.http.connection();
     let conn = connection(peer);
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::from);
