@@ -50,19 +50,15 @@ impl tower::Service<Request<Body>> for Split {
             .cloned()
             .map(|hop| hop.attempt(req.headers_mut()));
         let backend_name = || route.backend_name(chosen).cloned().unwrap_or_else(|| Arc::from(""));
-        let Some(attempt) = attempt else {
-            return match route.backend(chosen) {
-                // Already boxed by the backend: not boxed again.
-                Some(backend) => backend.call(req),
-                None => no_endpoints(backend_name()),
-            };
+        let send = |req| match route.backend(chosen) {
+            // Already boxed by the backend: not boxed again.
+            Some(backend) => backend.call(req),
+            None => no_endpoints(backend_name()),
         };
+        let Some(attempt) = attempt else { return send(req) };
         // Whoever answers an exported attempt is named in its span.
         let (meta, method, backend) = (RequestMeta::of(&req).cloned(), req.method().clone(), backend_name());
-        let fut = match route.backend(chosen) {
-            Some(handle) => handle.call(req),
-            None => no_endpoints(backend.clone()),
-        };
+        let fut = send(req);
         Box::pin(async move {
             let result = fut.await;
             let served = meta.as_ref().and_then(|m| m.served());
