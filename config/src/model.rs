@@ -60,6 +60,7 @@ pub struct Limits {
     pub max_header_count: usize,
     pub max_head_bytes: usize,
     pub max_concurrent_requests: usize,
+    pub h2_max_pending_reset_streams: usize,
     pub max_concurrent_per_backend: usize,
     pub max_pending_per_backend: usize,
     pub pool_idle_timeout: Duration,

@@ -69,6 +69,9 @@ pub struct LimitsSpec {
     pub max_head_bytes: u32,
     /// Requests in flight per listener before new ones are shed with 503.
     pub max_concurrent_requests: u32,
+    /// HTTP/2 streams a downstream peer may open and reset before the proxy took them up, per connection; one more
+    /// closes the connection with GOAWAY `ENHANCE_YOUR_CALM` (the rapid-reset guard, CVE-2023-44487).
+    pub h2_max_pending_reset_streams: u32,
     /// Requests in flight per backend (bulkhead) unless the backend sets its own.
     pub max_concurrent_per_backend: u32,
     /// Requests waiting for a slot, per backend, before new ones are shed with 503 (0: none wait).
@@ -374,6 +377,7 @@ impl Default for LimitsSpec {
             max_header_count: 100,
             max_head_bytes: 64 * 1024,
             max_concurrent_requests: 10_000,
+            h2_max_pending_reset_streams: 100,
             max_concurrent_per_backend: 10_000,
             max_pending_per_backend: 1_000,
             pool_idle_timeout: "90s".to_owned(),

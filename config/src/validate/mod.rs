@@ -132,6 +132,7 @@ fn limits(errors: &mut Errors, spec: &LimitsSpec) -> Limits {
         max_header_count: count("max_header_count", spec.max_header_count),
         max_head_bytes: count("max_head_bytes", spec.max_head_bytes),
         max_concurrent_requests: count("max_concurrent_requests", spec.max_concurrent_requests),
+        h2_max_pending_reset_streams: count("h2_max_pending_reset_streams", spec.h2_max_pending_reset_streams),
         max_concurrent_per_backend: count("max_concurrent_per_backend", spec.max_concurrent_per_backend),
         // 0 is valid: no request waits for a slot.
         max_pending_per_backend: usize::try_from(spec.max_pending_per_backend).unwrap_or(usize::MAX),

@@ -109,7 +109,10 @@ where
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX));
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX))
+        // h2's own 20 is low for a peer sidecar's connection, which carries the cancellations of many clients: a
+        // burst of them read in one pass would GOAWAY every request on it.
+        .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     // HTTP/2 says GOAWAY when the listener is replaced: streams already sent still complete.
     drive(conn, |c| c.graceful_shutdown(), Ends::drain_or_retire(ctx), limits.idle_timeout, activity).await;

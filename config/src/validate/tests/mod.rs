@@ -157,10 +157,11 @@ backends:
 
 #[test]
 fn limits_must_be_valid_positive_durations_and_counts() {
-    let yaml = "limits:\n  detect_timeout: 1x\n  idle_timeout: -5s\n  pool_max_idle_per_endpoint: 0\n";
+    let yaml = "limits:\n  detect_timeout: 1x\n  idle_timeout: -5s\n  pool_max_idle_per_endpoint: 0\n  h2_max_pending_reset_streams: 0\n";
     expect_error(yaml, "limits.detect_timeout", (2, 3), "e.g. `250ms`");
     expect_error(yaml, "limits.idle_timeout", (3, 3), "negative");
     expect_error(yaml, "limits.pool_max_idle_per_endpoint", (4, 3), "greater than zero");
+    expect_error(yaml, "limits.h2_max_pending_reset_streams", (5, 3), "greater than zero");
 }
 
 #[test]
