@@ -171,8 +171,7 @@ impl Service<Request<Body>> for Retry {
         let Some(route) = route.filter(|r| r.retry.is_some() && !super::upgrade::is_upgrade(&req)) else {
             return Split.call(req);
         };
-        let this = self.clone();
-        Box::pin(async move { this.run(route, req).await })
+        Box::pin(self.clone().run(route, req))
     }
 }
 
@@ -184,45 +183,40 @@ impl Retry {
         let budget = route.budget.get_or_init(|| self.budgets.get(&route, &policy.budget));
         let attempts = route.attempts.get_or_init(|| self.metrics.attempts.get_or_create(&labels()).clone());
         budget.deposit();
-        let limit = Target::of(&req).map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
-        let (head, body) = req.into_parts();
-        // Room for the largest body this route may replay; a body known to be empty needs none.
-        let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };
-        // Kept until the request is done (the end of this function).
-        let held = self.hold(need, limit);
-        // The read-ahead is boxed: most requests have no body, and this future is moved into its box whole.
-        let buffered = if body.is_end_stream() {
-            Ok(Ok(Replay::default()))
-        } else if need > 0 && held.is_none() {
-            Ok(Err(body))
+        let meta = RequestMeta::of(&req).cloned();
+        let timeout = policy.per_try_timeout;
+        // A request without a body (most of them) goes out itself on the first attempt; a copy of its head waits
+        // for a retry. One with a body is buffered first, and every attempt sends a copy.
+        let (mut head, replay, _held);
+        let mut result = if req.body().is_end_stream() {
+            (head, replay, _held) = (copy_head(&req, meta.is_some()), Replay::default(), None);
+            count_attempt(meta.as_ref(), attempts);
+            Split.call(with_timeout(req, timeout)).await
         } else {
-            Box::pin(buffer(body, policy.max_body_bytes)).await
-        };
-        let replay = match buffered? {
-            Ok(replay) => replay,
-            Err(body) => {
-                // Streamed as it comes: one attempt only (still bounded by the per-try timeout).
-                self.metrics.body_too_large.get_or_create(&labels()).inc();
-                count_attempt(&head, attempts);
-                let mut req = Request::from_parts(head, body);
-                if let Some(t) = policy.per_try_timeout {
-                    req.extensions_mut().insert(AttemptTimeout(t));
+            match Box::pin(self.read_ahead(policy, req)).await? {
+                Ok(buffered) => (head, replay, _held) = buffered,
+                Err(req) => {
+                    // Streamed as it comes: one attempt only (still bounded by the per-try timeout).
+                    self.metrics.body_too_large.get_or_create(&labels()).inc();
+                    count_attempt(meta.as_ref(), attempts);
+                    return Split.call(with_timeout(req, timeout)).await;
                 }
-                return Split.call(req).await;
             }
+            count_attempt(meta.as_ref(), attempts);
+            Split.call(rebuild(&head, &replay, None, timeout)).await
         };
         let is_grpc = is_grpc(&head.headers);
-        let mut avoid = None;
-        for attempt in 1..=policy.attempts {
-            let req = rebuild(&head, &replay, avoid, policy.per_try_timeout);
-            count_attempt(&head, attempts);
-            let result = Split.call(req).await;
-            let served = head.extensions.get::<Arc<RequestMeta>>().and_then(|m| m.served());
-            let (result, verdict) = judge(policy, &head.method, is_grpc, result, served).await;
+        for attempt in 1..policy.attempts {
+            let served = meta.as_ref().and_then(|m| m.served());
+            let verdict = match judge(policy, &head.method, is_grpc, &result, served) {
+                Some(verdict) => verdict,
+                None => {
+                    let read;
+                    (read, result) = Box::pin(judge_grpc(policy, result, served)).await;
+                    read
+                }
+            };
             let Some((reason, failed_at)) = verdict else { return result };
-            if attempt == policy.attempts {
-                return result;
-            }
             if !budget.withdraw() {
                 self.metrics.budget_exhausted.get_or_create(&labels()).inc();
                 return result;
@@ -233,17 +227,68 @@ impl Retry {
                 .get_or_create(&RetryLabels { service, route: route_name, reason: reason.as_str() })
                 .inc();
             tracing::debug!(route = %route.name, attempt, reason = reason.as_str(), "retrying");
-            avoid = failed_at;
             drop(result);
+            // The copied head left the meta out (see `copy_head`): the retry's request carries it again.
+            if let Some(meta) = meta.as_ref().filter(|_| head.extensions.is_empty()) {
+                head.extensions.insert(meta.clone());
+            }
             Box::pin(tokio::time::sleep(backoff(policy, attempt))).await;
+            count_attempt(meta.as_ref(), attempts);
+            result = Split.call(rebuild(&head, &replay, failed_at, timeout)).await;
         }
-        Err("retry loop ended without an attempt".into())
+        result
+    }
+
+    /// Buffers the request's body for replay, holding its share of the replay pool until the request is done; or
+    /// hands the request back (the body too large, of unknown length past the bound, or the pool full), with what
+    /// was read ahead in front, to be streamed once.
+    async fn read_ahead(
+        &self,
+        policy: &RetryPolicy,
+        req: Request<Body>,
+    ) -> Result<Result<(Parts, Replay, Option<Held>), Request<Body>>, BoxError> {
+        let limit = Target::of(&req).map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
+        let (head, body) = req.into_parts();
+        // Room for the largest body this route may replay; a body known to be empty needs none.
+        let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };
+        let held = self.hold(need, limit);
+        if need > 0 && held.is_none() {
+            return Ok(Err(Request::from_parts(head, body)));
+        }
+        // Boxed: most requests have no body, and this future is moved into its box whole.
+        Ok(match Box::pin(buffer(body, policy.max_body_bytes)).await? {
+            Ok(replay) => Ok((head, replay, held)),
+            Err(body) => Err(Request::from_parts(head, body)),
+        })
     }
 }
 
-fn count_attempt(head: &Parts, attempts: &Counter) {
+/// The head of a request without a body, kept for a retry. Its extensions are left out when the request meta is
+/// all they hold (the usual case; the loop puts the meta back for a retry): a copy of a request's extensions costs
+/// three allocations. Kept apart from the request the first attempt sends, so that the connection which sends it
+/// reuses its header map, sized by the parser, for the response.
+fn copy_head(req: &Request<Body>, has_meta: bool) -> Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    if req.extensions().len() > usize::from(has_meta) {
+        *copy.extensions_mut() = req.extensions().clone();
+    }
+    copy.into_parts().0
+}
+
+fn with_timeout(mut req: Request<Body>, timeout: Option<Duration>) -> Request<Body> {
+    if let Some(t) = timeout {
+        req.extensions_mut().insert(AttemptTimeout(t));
+    }
+    req
+}
+
+fn count_attempt(meta: Option<&Arc<RequestMeta>>, attempts: &Counter) {
     attempts.inc();
-    if let Some(meta) = head.extensions.get::<Arc<RequestMeta>>() {
+    if let Some(meta) = meta {
         meta.attempts.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -257,34 +302,36 @@ fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Whether the attempt should be retried, and where it failed. A gRPC response is read ahead (up to the body
-/// bound) when its status may be in the trailers; what was read is handed on unchanged.
-async fn judge(
+/// Whether the attempt should be retried, and where it failed; `None` when that is in a gRPC response's trailers
+/// (`judge_grpc`). Listing gRPC statuses is the route's opt-in for gRPC calls, which are all POSTs.
+fn judge(
     policy: &RetryPolicy,
     method: &http::Method,
     is_grpc: bool,
+    result: &Result<Response<Body>, BoxError>,
+    served: Option<SocketAddr>,
+) -> Option<Option<(Reason, Option<SocketAddr>)>> {
+    match result {
+        Err(e) => Some(judge_error(policy, method, &**e)),
+        Ok(rsp) if policy.retries_status(rsp.status()) && policy.method_allowed(method) => {
+            Some(Some((Reason::Status, served)))
+        }
+        Ok(_) if is_grpc && !policy.grpc_status.is_empty() => None,
+        Ok(_) => Some(None),
+    }
+}
+
+/// A gRPC response's verdict from its `grpc-status`, read ahead (up to the body bound) when it is in the trailers;
+/// what was read is handed on unchanged.
+async fn judge_grpc(
+    policy: &RetryPolicy,
     result: Result<Response<Body>, BoxError>,
     served: Option<SocketAddr>,
-) -> (Result<Response<Body>, BoxError>, Option<(Reason, Option<SocketAddr>)>) {
-    let rsp = match result {
-        Err(e) => {
-            let verdict = judge_error(policy, method, &*e);
-            return (Err(e), verdict);
-        }
-        Ok(rsp) => rsp,
-    };
-    if policy.retries_status(rsp.status()) && policy.method_allowed(method) {
-        return (Ok(rsp), Some((Reason::Status, served)));
-    }
-    // Listing gRPC statuses is the route's opt-in for gRPC calls, which are all POSTs.
-    if is_grpc && !policy.grpc_status.is_empty() {
-        let (rsp, code) = Box::pin(grpc_status(rsp, policy.max_body_bytes)).await;
-        if code.is_some_and(|c| policy.retries_grpc(c)) {
-            return (Ok(rsp), Some((Reason::GrpcStatus, served)));
-        }
-        return (Ok(rsp), None);
-    }
-    (Ok(rsp), None)
+) -> (Option<(Reason, Option<SocketAddr>)>, Result<Response<Body>, BoxError>) {
+    let Ok(rsp) = result else { return (None, result) };
+    let (rsp, code) = grpc_status(rsp, policy.max_body_bytes).await;
+    let verdict = code.is_some_and(|c| policy.retries_grpc(c)).then_some((Reason::GrpcStatus, served));
+    (verdict, Ok(rsp))
 }
 
 fn judge_error(

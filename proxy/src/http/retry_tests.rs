@@ -84,8 +84,8 @@ fn errors_are_judged_where_they_were_born() {
     assert_eq!(judge_error(&p, &get, &*circuit), None);
 }
 
-#[tokio::test]
-async fn listed_statuses_are_retried_for_idempotent_methods_only() {
+#[test]
+fn listed_statuses_are_retried_for_idempotent_methods_only() {
     let p = policy();
     let rsp = |status: u16| {
         let mut r = Response::new(Body::empty());
@@ -93,9 +93,9 @@ async fn listed_statuses_are_retried_for_idempotent_methods_only() {
         Ok(r)
     };
     let get = http::Method::GET;
-    assert_eq!(judge(&p, &get, false, rsp(503), Some(addr())).await.1, Some((Reason::Status, Some(addr()))));
-    assert_eq!(judge(&p, &get, false, rsp(500), Some(addr())).await.1, None);
-    assert_eq!(judge(&p, &http::Method::POST, false, rsp(503), Some(addr())).await.1, None);
+    assert_eq!(judge(&p, &get, false, &rsp(503), Some(addr())), Some(Some((Reason::Status, Some(addr())))));
+    assert_eq!(judge(&p, &get, false, &rsp(500), Some(addr())), Some(None));
+    assert_eq!(judge(&p, &http::Method::POST, false, &rsp(503), Some(addr())), Some(None));
 }
 
 #[tokio::test]
@@ -107,7 +107,10 @@ async fn grpc_status_in_trailers_is_read_ahead_and_handed_on_unchanged() {
         Body::buffered(vec![Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")), Frame::trailers(trailers)], None);
     let mut rsp = Response::new(body);
     rsp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
-    let (result, verdict) = judge(&p, &http::Method::POST, true, Ok(rsp), None).await;
+    // The status is not in the headers: the verdict waits for the trailers.
+    let result = Ok(rsp);
+    assert_eq!(judge(&p, &http::Method::POST, true, &result, None), None);
+    let (verdict, result) = judge_grpc(&p, result, None).await;
     assert_eq!(verdict.map(|v| v.0), Some(Reason::GrpcStatus));
     let collected = result.unwrap().into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).unwrap(), "14");
