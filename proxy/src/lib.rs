@@ -13,6 +13,7 @@ pub mod demo;
 pub mod detect;
 pub mod drain;
 pub mod errors;
+pub mod fdtable;
 pub mod fswatch;
 pub mod http;
 pub mod init;

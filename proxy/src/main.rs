@@ -82,10 +82,16 @@ struct ControlArgs {
 }
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: growing the descriptor table later stalls the runtime.
+    let fds = attache_proxy::fdtable::prepare();
     let cli = Cli::parse();
     // The demo prints its own view; its access log would drown it.
     let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_tracing(cli.log_format, default_filter);
+    match &fds.problem {
+        None => tracing::debug!(open_files = ?fds.open_files, table = fds.table, "descriptor table sized"),
+        Some(problem) => tracing::warn!(open_files = ?fds.open_files, "{problem}"),
+    }
     match cli.command {
         Command::Check { files } => check(&files),
         Command::Run { config, control } => {
