@@ -82,15 +82,22 @@ struct ControlArgs {
 }
 
 fn main() -> ExitCode {
-    // First, while the process has one thread: growing the descriptor table later stalls the runtime.
-    let fds = attache_proxy::fdtable::prepare();
     let cli = Cli::parse();
+    // The commands that serve, while the process still has one thread: growing the descriptor table later stalls
+    // the runtime (`fdtable`).
+    let serving = matches!(cli.command, Command::Run { .. } | Command::Echo { .. } | Command::Demo(_));
+    let fds = serving.then(attache_proxy::fdtable::prepare);
     // The demo prints its own view; its access log would drown it.
     let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_tracing(cli.log_format, default_filter);
-    match &fds.problem {
-        None => tracing::debug!(open_files = ?fds.open_files, table = fds.table, "descriptor table sized"),
-        Some(problem) => tracing::warn!(open_files = ?fds.open_files, "{problem}"),
+    match fds {
+        Some(fds @ attache_proxy::fdtable::Prepared { problem: None, .. }) => {
+            tracing::debug!(open_files = ?fds.open_files, table = fds.table, "descriptor table sized")
+        }
+        Some(attache_proxy::fdtable::Prepared { open_files, problem: Some(problem), .. }) => {
+            tracing::warn!(?open_files, "{problem}")
+        }
+        None => {}
     }
     match cli.command {
         Command::Check { files } => check(&files),

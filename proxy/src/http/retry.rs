@@ -36,6 +36,10 @@ use crate::metrics::Name;
 
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
 
+/// A body read ahead: the head and the body to replay, or the request to stream once; either with its share of the
+/// replay pool.
+type ReadAhead = Result<(Parts, Replay, Option<Held>), (Request<Body>, Option<Held>)>;
+
 /// The retrying service, wrapping the split.
 #[derive(Clone)]
 pub struct Retry {
@@ -195,8 +199,9 @@ impl Retry {
         } else {
             match Box::pin(self.read_ahead(policy, req)).await? {
                 Ok(buffered) => (head, replay, _held) = buffered,
-                Err(req) => {
-                    // Streamed as it comes: one attempt only (still bounded by the per-try timeout).
+                Err((req, _streaming)) => {
+                    // Streamed as it comes: one attempt only (still bounded by the per-try timeout), holding its
+                    // share of the pool while what was read ahead is still in it.
                     self.metrics.body_too_large.get_or_create(&labels()).inc();
                     count_attempt(meta.as_ref(), attempts);
                     return Split.call(with_timeout(req, timeout)).await;
@@ -239,26 +244,22 @@ impl Retry {
         result
     }
 
-    /// Buffers the request's body for replay, holding its share of the replay pool until the request is done; or
-    /// hands the request back (the body too large, of unknown length past the bound, or the pool full), with what
-    /// was read ahead in front, to be streamed once.
-    async fn read_ahead(
-        &self,
-        policy: &RetryPolicy,
-        req: Request<Body>,
-    ) -> Result<Result<(Parts, Replay, Option<Held>), Request<Body>>, BoxError> {
+    /// Buffers the request's body for replay; or hands the request back (the body too large, of unknown length past
+    /// the bound, or the pool full), with what was read ahead in front, to be streamed once. Either way with its
+    /// share of the replay pool, to hold until the request is done.
+    async fn read_ahead(&self, policy: &RetryPolicy, req: Request<Body>) -> Result<ReadAhead, BoxError> {
         let limit = Target::of(&req).map_or(usize::MAX, |t| t.plane.snapshot.limits.max_retry_buffer_bytes);
         let (head, body) = req.into_parts();
         // Room for the largest body this route may replay; a body known to be empty needs none.
         let need = if body.size_hint().upper() == Some(0) { 0 } else { policy.max_body_bytes };
         let held = self.hold(need, limit);
         if need > 0 && held.is_none() {
-            return Ok(Err(Request::from_parts(head, body)));
+            return Ok(Err((Request::from_parts(head, body), None)));
         }
         // Boxed: most requests have no body, and this future is moved into its box whole.
         Ok(match Box::pin(buffer(body, policy.max_body_bytes)).await? {
             Ok(replay) => Ok((head, replay, held)),
-            Err(body) => Err(Request::from_parts(head, body)),
+            Err(body) => Err((Request::from_parts(head, body), held)),
         })
     }
 }
