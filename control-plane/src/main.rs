@@ -113,8 +113,15 @@ impl ApiArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A control plane holds a stream per sidecar, and a restart has them all reconnect at once: its descriptor table
+    // is sized while the process has one thread, as the sidecar's is (`attache_proxy::fdtable`).
+    let serving = matches!(cli.command, Command::ControlPlane { .. } | Command::Demo(_));
+    let fds = serving.then(attache_proxy::fdtable::prepare);
     let default_filter = if matches!(cli.command, Command::ControlPlane { .. }) { "info" } else { "warn" };
     init_tracing(cli.log_format, default_filter);
+    if let Some(problem) = fds.and_then(|f| f.problem) {
+        tracing::warn!("{problem}");
+    }
     let result = match cli.command {
         Command::ControlPlane {
             config_dir,
