@@ -134,3 +134,24 @@ fn the_replay_pool_is_shared_and_given_back() {
     drop(a);
     assert!(retry.hold(600, 1000).is_some(), "given back");
 }
+
+#[test]
+fn a_retry_copies_the_head_and_leaves_out_extensions_that_are_only_the_meta() {
+    let mut req = Request::builder()
+        .method(http::Method::PUT)
+        .uri("/a?b")
+        .header("host", "web")
+        .header("x-one", "1")
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    RequestMeta::insert_for_test(&mut req, None, None);
+    let copy = copy_head(&req, true);
+    assert_eq!((&copy.method, &copy.uri, copy.version), (req.method(), req.uri(), req.version()));
+    assert_eq!(&copy.headers, req.headers());
+    assert!(copy.extensions.is_empty(), "the meta alone is put back by the loop, not copied");
+    // Anything beside the meta is copied whole.
+    req.extensions_mut().insert(AttemptTimeout(Duration::from_secs(1)));
+    let copy = copy_head(&req, true);
+    assert_eq!(copy.extensions.len(), 2);
+    assert!(copy.extensions.get::<Arc<RequestMeta>>().is_some());
+}
