@@ -119,8 +119,8 @@ fn main() -> ExitCode {
     let fds = serving.then(attache_proxy::fdtable::prepare);
     let default_filter = if matches!(cli.command, Command::ControlPlane { .. }) { "info" } else { "warn" };
     init_tracing(cli.log_format, default_filter);
-    if let Some(problem) = fds.and_then(|f| f.problem) {
-        tracing::warn!("{problem}");
+    if let Some(fds) = fds {
+        fds.log();
     }
     let result = match cli.command {
         Command::ControlPlane {

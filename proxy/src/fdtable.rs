@@ -26,32 +26,39 @@ pub struct Prepared {
     pub open_files: Option<u64>,
     /// Descriptors the table was sized for (0: it could not be).
     pub table: u64,
-    /// Why something could not be done; the sidecar runs anyway, with the kernel's defaults.
+    /// Why something could not be done; the process runs anyway, with the kernel's defaults.
     pub problem: Option<String>,
+}
+
+impl Prepared {
+    /// A warning when something could not be done, else a debug line.
+    pub fn log(&self) {
+        match &self.problem {
+            None => tracing::debug!(open_files = ?self.open_files, table = self.table, "descriptor table sized"),
+            Some(problem) => tracing::warn!(open_files = ?self.open_files, "{problem}"),
+        }
+    }
 }
 
 /// Raises the soft open-files limit to the hard limit and sizes the descriptor table for `PRESIZE` descriptors (or
 /// the limit, if lower). Call it in `main` before anything starts a thread, and only for the commands that serve:
 /// processes the proxy starts (`init` runs iptables) would inherit the raised limit.
 pub fn prepare() -> Prepared {
-    let mut problem = None;
+    let mut problems = Vec::new();
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
         match setrlimit(Resource::Nofile, raised) {
             Ok(()) => limit.current = limit.maximum,
-            Err(e) => problem = Some(format!("raising the open-files limit to {:?}: {e}", limit.maximum)),
+            Err(e) => problems.push(format!("raising the open-files limit to {:?}: {e}", limit.maximum)),
         }
     }
-    let table = table_size(limit.current);
-    match presize(table) {
-        Ok(()) => Prepared { open_files: limit.current, table, problem },
-        Err(e) => Prepared {
-            open_files: limit.current,
-            table: 0,
-            problem: Some(problem.map_or_else(String::new, |p| p + "; ") + &format!("sizing the table: {e}")),
-        },
+    let mut table = table_size(limit.current);
+    if let Err(e) = presize(table) {
+        problems.push(format!("sizing the descriptor table for {table}: {e}"));
+        table = 0;
     }
+    Prepared { open_files: limit.current, table, problem: (!problems.is_empty()).then(|| problems.join("; ")) }
 }
 
 /// Descriptors to size the table for under a soft limit of `soft` (`None`: unlimited).

@@ -90,14 +90,8 @@ fn main() -> ExitCode {
     // The demo prints its own view; its access log would drown it.
     let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     init_tracing(cli.log_format, default_filter);
-    match fds {
-        Some(fds @ attache_proxy::fdtable::Prepared { problem: None, .. }) => {
-            tracing::debug!(open_files = ?fds.open_files, table = fds.table, "descriptor table sized")
-        }
-        Some(attache_proxy::fdtable::Prepared { open_files, problem: Some(problem), .. }) => {
-            tracing::warn!(?open_files, "{problem}")
-        }
-        None => {}
+    if let Some(fds) = fds {
+        fds.log();
     }
     match cli.command {
         Command::Check { files } => check(&files),
