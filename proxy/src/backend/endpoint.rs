@@ -77,14 +77,15 @@ impl Endpoint {
     /// Sends `req`: an HTTP/1.1 request that finds an idle connection ready is handed to it now; the future is
     /// the wait for the answer.
     pub fn send(&self, mut req: Request<Body>) -> BoxFuture<Result<Response<Body>, BoxError>> {
-        // The authority the request was routed by (its Host then, unless a route filter changed or removed Host).
-        let routed = Target::of(&req).and_then(|t| t.authority.clone());
+        // The authority the request was routed by (its Host then, unless a route filter changed or removed Host),
+        // copied only where it is needed: the usual HTTP/1.1 request keeps its Host.
+        let routed = |req: &Request<Body>| Target::of(req).and_then(|t| t.authority.clone());
         if self.use_h2(req.version()) {
             *req.version_mut() = Version::HTTP_2;
             // `:authority` carries the routed authority; a Host header beside it would be redundant.
             let host = req.headers_mut().remove(http::header::HOST);
             if req.uri().authority().is_none() {
-                let authority = routed.or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()));
+                let authority = routed(&req).or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()));
                 match absolute(req.uri(), authority) {
                     Ok(uri) => *req.uri_mut() = uri,
                     Err(e) => return Box::pin(async move { Err(e) }),
@@ -96,7 +97,7 @@ impl Endpoint {
         *req.version_mut() = Version::HTTP_11;
         // HTTP/1.1 requires Host; routing sets it, but a route filter may have removed it.
         if !req.headers().contains_key(http::header::HOST) {
-            let authority = routed.as_ref().or(req.uri().authority());
+            let authority = routed(&req).or_else(|| req.uri().authority().cloned());
             if let Some(host) = authority.and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
                 req.headers_mut().insert(http::header::HOST, host);
             }
